@@ -1,0 +1,6 @@
+//! rwkvdb: an embedded vector-and-state database for state-centric retrieval with EmbeddingRWKV.
+
+pub mod checkpoint;
+pub mod error;
+
+pub use error::{Error, Result};
