@@ -2,5 +2,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod model;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

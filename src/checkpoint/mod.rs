@@ -2,7 +2,7 @@
 //! `.safetensors`, loaded into a [`StateDict`] of `f32` tensors keyed by their official names.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+
 
 /// A dense tensor converted to `f32`, row-major, with its original shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,3 +60,6 @@ impl StateDict {
         self.tensors.get(key)
     }
 }
+
+mod error;
+pub use error::CheckpointError;

@@ -1,0 +1,416 @@
+//! The model runtime: ONNX Runtime sessions over the emitted graphs, and the batching that runs
+//! token sequences through them.
+//!
+//! Two graphs are built per model pair (see [`super::graph`]):
+//! - *embed*: all embedder layers + retrieval head;
+//! - *score*: embedder layers `0..=max(selected)` + the reranker. It also yields the states of
+//!   those layers, which is all an offline rerank ever needs, so indexing a document's rerank
+//!   state runs this graph too.
+//!
+//! Sequences are grouped by length, right-padded inside a batch and run in chunks of at most
+//! `chunk_tokens` steps with the state carried between chunks. The WKV operator stops each row at
+//! its own length and the token-shift outputs are read at each row's last real token, so a
+//! sequence's result does not depend on what it was batched with.
+
+use std::sync::Arc;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use parking_lot::{Condvar, Mutex};
+
+use super::graph::{self, Tail};
+use super::weights::{EmbedderConfig, EmbedderWeights, RerankerWeights, HEAD_SIZE};
+use super::wkv::{Wkv7Op, DOMAIN};
+use super::{ort_env, ModelError};
+use crate::tokenizer::EOS_TOKEN;
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider on the given device (needs the `cuda` feature and a
+    /// CUDA-enabled ONNX Runtime). Fails with [`ModelError::CudaUnavailable`] when absent.
+    Cuda(i32),
+}
+
+/// Options for building a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Path of `libonnxruntime.so`; `None` searches the usual places (see [`ort_env`]).
+    pub ort_library: Option<std::path::PathBuf>,
+    /// Execution provider.
+    pub device: Device,
+    /// Intra-op threads per session; 0 = all cores.
+    pub threads: usize,
+    /// Maximum tokens per sequence per graph run (longer sequences run in several chunks).
+    pub chunk_tokens: usize,
+    /// Maximum token rows (`batch x chunk`) per graph run.
+    pub max_rows: usize,
+    /// Sessions per graph, for concurrent callers (each holds its own copy of the weights).
+    pub sessions: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { ort_library: None, device: Device::Cpu, threads: 0, chunk_tokens: 256, max_rows: 4096, sessions: 1 }
+    }
+}
+
+/// The recurrent state of one sequence for the first `layers` embedder layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelState {
+    /// Number of layers held.
+    pub layers: usize,
+    /// Model width.
+    pub width: usize,
+    /// Time-mix token shift (previous `ln1` output), `[layers, C]`.
+    pub att_shift: Vec<f32>,
+    /// Channel-mix token shift (previous `ln2` output), `[layers, C]`.
+    pub ffn_shift: Vec<f32>,
+    /// WKV matrices `[layers, H, 64, 64]` (row = value index).
+    pub wkv: Vec<f32>,
+}
+
+impl ModelState {
+    /// The all-zero state every sequence starts from.
+    pub fn zeros(layers: usize, width: usize) -> Self {
+        Self {
+            layers,
+            width,
+            att_shift: vec![0.0; layers * width],
+            ffn_shift: vec![0.0; layers * width],
+            wkv: vec![0.0; layers * width * HEAD_SIZE],
+        }
+    }
+
+    /// WKV floats per layer.
+    pub fn wkv_per_layer(&self) -> usize {
+        self.width * HEAD_SIZE
+    }
+}
+
+/// A pool of identical sessions: `Session::run` needs `&mut`, so callers check one out.
+struct SessionPool {
+    idle: Mutex<Vec<Session>>,
+    ready: Condvar,
+}
+
+impl SessionPool {
+    fn with<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let mut session = {
+            let mut idle = self.idle.lock();
+            loop {
+                if let Some(s) = idle.pop() {
+                    break s;
+                }
+                self.ready.wait(&mut idle);
+            }
+        };
+        let out = f(&mut session);
+        self.idle.lock().push(session);
+        self.ready.notify_one();
+        out
+    }
+}
+
+/// What one graph run returns for a row whose sequence finished in it.
+enum TailValue {
+    None,
+    Vector(Vec<f32>),
+    Scalar(f32),
+}
+
+/// A loaded embedder (and optionally its reranker) ready to run.
+pub struct Runtime {
+    config: EmbedderConfig,
+    /// Token embedding table with `ln0` applied, `[vocab, C]`.
+    emb_table: Vec<f32>,
+    embed: SessionPool,
+    score: Option<SessionPool>,
+    /// Embedder layers the score graph runs (`max(selected) + 1`).
+    score_layers: usize,
+    reranker_layers: Vec<usize>,
+    chunk_tokens: usize,
+    max_rows: usize,
+}
+
+fn ort_err(context: &str) -> impl Fn(ort::Error) -> ModelError + '_ {
+    move |e| ModelError::Ort(format!("{context}: {e}"))
+}
+
+impl Runtime {
+    /// Builds the graphs for `embedder` (and `reranker`) and commits their sessions.
+    pub fn new(embedder: EmbedderWeights, reranker: Option<RerankerWeights>, opts: &RuntimeOptions) -> Result<Self, ModelError> {
+        let (_, env) = ort_env::ensure_loaded(opts.ort_library.as_deref())?;
+        let cfg = embedder.config.clone();
+        if let Some(rr) = &reranker {
+            if rr.width != cfg.width {
+                return Err(ModelError::Mismatch(format!(
+                    "reranker width {} differs from embedder width {}",
+                    rr.width, cfg.width
+                )));
+            }
+            if rr.max_layer() >= cfg.layers {
+                return Err(ModelError::Mismatch(format!(
+                    "reranker reads embedder layer {} but the embedder has {} layers",
+                    rr.max_layer(),
+                    cfg.layers
+                )));
+            }
+        }
+        let sessions = opts.sessions.max(1);
+        let embed_bytes = graph::build(&embedder, None, cfg.layers, Tail::Embedding);
+        let embed = Self::pool(&env, &embed_bytes, opts, sessions)?;
+        drop(embed_bytes);
+        let (score, score_layers, reranker_layers) = match &reranker {
+            Some(rr) => {
+                let layers = rr.max_layer() + 1;
+                let bytes = graph::build(&embedder, Some(rr), layers, Tail::Rerank);
+                (Some(Self::pool(&env, &bytes, opts, sessions)?), layers, rr.layer_idx.clone())
+            }
+            None => (None, 0, Vec::new()),
+        };
+        Ok(Self {
+            config: cfg,
+            emb_table: embedder.emb,
+            embed,
+            score,
+            score_layers,
+            reranker_layers,
+            chunk_tokens: opts.chunk_tokens.max(1),
+            max_rows: opts.max_rows.max(1),
+        })
+    }
+
+    fn pool(env: &ort::environment::Environment, bytes: &[u8], opts: &RuntimeOptions, n: usize) -> Result<SessionPool, ModelError> {
+        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        // Debug aid: RWKVDB_DUMP_ONNX=<dir> writes the emitted graphs there.
+        if let Some(dir) = std::env::var_os("RWKVDB_DUMP_ONNX") {
+            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("graph-{}.onnx", bytes.len())), bytes);
+        }
+        let mut sessions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ops = ort::operator::OperatorDomain::new(DOMAIN).and_then(|d| d.add(Wkv7Op)).map_err(ort_err("registering Wkv7"))?;
+            let mut builder = Session::builder(env)
+                .map_err(ort_err("session builder"))?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(|e| ModelError::Ort(e.to_string()))?
+                .with_intra_threads(threads)
+                .map_err(|e| ModelError::Ort(e.to_string()))?
+                .with_operators(ops)
+                .map_err(|e| ModelError::Ort(e.to_string()))?;
+            builder = super::device::register(builder, opts.device)?;
+            let session = builder.commit_from_memory(bytes).map_err(ort_err("loading graph"))?;
+            sessions.push(session);
+        }
+        Ok(SessionPool { idle: Mutex::new(sessions), ready: Condvar::new() })
+    }
+
+    /// The embedder's shape.
+    pub fn config(&self) -> &EmbedderConfig {
+        &self.config
+    }
+
+    /// Whether a reranker is loaded.
+    pub fn has_reranker(&self) -> bool {
+        self.score.is_some()
+    }
+
+    /// Embedder layers an offline rerank state must hold (`max(selected) + 1`); 0 without reranker.
+    pub fn state_layers(&self) -> usize {
+        self.score_layers
+    }
+
+    /// Embedder layers the reranker reads.
+    pub fn reranker_layers(&self) -> &[usize] {
+        &self.reranker_layers
+    }
+
+    fn check_tokens(&self, seqs: &[&[u32]]) -> Result<(), ModelError> {
+        for s in seqs {
+            if s.is_empty() {
+                return Err(ModelError::EmptySequence);
+            }
+            if let Some(&t) = s.iter().find(|&&t| t as usize >= self.config.vocab) {
+                return Err(ModelError::TokenOutOfRange { token: t, vocab: self.config.vocab });
+            }
+        }
+        Ok(())
+    }
+
+    /// Retrieval embeddings (unnormalised, as the official package returns them) of token
+    /// sequences that each end with EOS, every one from the zero state.
+    pub fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.check_tokens(seqs)?;
+        for s in seqs {
+            // The official embedding pools the hidden state at EOS positions; we read the last one.
+            if s.last() != Some(&EOS_TOKEN) || s[..s.len() - 1].contains(&EOS_TOKEN) {
+                return Err(ModelError::EosPlacement);
+            }
+        }
+        let states: Vec<ModelState> = seqs.iter().map(|_| ModelState::zeros(self.config.layers, self.config.width)).collect();
+        let (_, tails) = self.run(&self.embed, self.config.layers, "embedding", states, seqs)?;
+        Ok(tails
+            .into_iter()
+            .map(|t| match t {
+                TailValue::Vector(v) => v,
+                _ => Vec::new(),
+            })
+            .collect())
+    }
+
+    /// Runs each sequence from the zero state through the reranker's layers and returns the
+    /// states (offline indexing of a document prefix).
+    pub fn prefix_states(&self, seqs: &[&[u32]]) -> Result<Vec<ModelState>, ModelError> {
+        self.check_tokens(seqs)?;
+        let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
+        let states = seqs.iter().map(|_| ModelState::zeros(self.score_layers, self.config.width)).collect();
+        Ok(self.run(pool, self.score_layers, "logits", states, seqs)?.0)
+    }
+
+    /// Resumes each state with its query tokens (ending in EOS) and returns the reranker logits.
+    pub fn resume_and_score(&self, states: Vec<ModelState>, queries: &[&[u32]]) -> Result<Vec<f32>, ModelError> {
+        self.check_tokens(queries)?;
+        let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
+        if states.len() != queries.len() {
+            return Err(ModelError::Mismatch(format!("{} states for {} queries", states.len(), queries.len())));
+        }
+        for s in &states {
+            if s.layers != self.score_layers || s.width != self.config.width {
+                return Err(ModelError::StateShape {
+                    expected: (self.score_layers, self.config.width),
+                    found: (s.layers, s.width),
+                });
+            }
+        }
+        let (_, tails) = self.run(pool, self.score_layers, "logits", states, queries)?;
+        Ok(tails
+            .into_iter()
+            .map(|t| match t {
+                TailValue::Scalar(v) => v,
+                _ => f32::NAN,
+            })
+            .collect())
+    }
+
+    /// Online reranking: each full `Instruct…Document…Query…EOS` sequence from the zero state.
+    pub fn online_scores(&self, seqs: &[&[u32]]) -> Result<Vec<f32>, ModelError> {
+        let states = seqs.iter().map(|_| ModelState::zeros(self.score_layers, self.config.width)).collect();
+        self.resume_and_score(states, seqs)
+    }
+
+    /// Runs `seqs` (with their starting `states`) through one graph in length-sorted batches.
+    fn run(
+        &self,
+        pool: &SessionPool,
+        layers: usize,
+        tail: &str,
+        mut states: Vec<ModelState>,
+        seqs: &[&[u32]],
+    ) -> Result<(Vec<ModelState>, Vec<TailValue>), ModelError> {
+        let mut tails: Vec<TailValue> = seqs.iter().map(|_| TailValue::None).collect();
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+        // Batches of similar length: rows per batch so that batch x chunk stays within max_rows.
+        let chunk = self.chunk_tokens;
+        let mut start = 0;
+        while start < order.len() {
+            let t = seqs[order[start]].len().min(chunk);
+            let rows = (self.max_rows / t.max(1)).max(1);
+            let end = (start + rows).min(order.len());
+            let batch = &order[start..end];
+            pool.with(|session| self.run_batch(session, layers, tail, batch, &mut states, seqs, &mut tails))?;
+            start = end;
+        }
+        Ok((states, tails))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_batch(
+        &self,
+        session: &mut Session,
+        layers: usize,
+        tail: &str,
+        batch: &[usize],
+        states: &mut [ModelState],
+        seqs: &[&[u32]],
+        tails: &mut [TailValue],
+    ) -> Result<(), ModelError> {
+        let c = self.config.width;
+        let wkv_len = c * HEAD_SIZE;
+        let mut pos = vec![0usize; batch.len()];
+        loop {
+            let active: Vec<usize> = (0..batch.len()).filter(|&i| pos[i] < seqs[batch[i]].len()).collect();
+            if active.is_empty() {
+                return Ok(());
+            }
+            let n = active.len();
+            let t = active.iter().map(|&i| seqs[batch[i]].len() - pos[i]).max().unwrap_or(1).min(self.chunk_tokens);
+            let mut x = vec![0.0f32; n * t * c];
+            let mut lengths = Vec::with_capacity(n);
+            let mut last_index = Vec::with_capacity(n);
+            for (row, &i) in active.iter().enumerate() {
+                let s = seqs[batch[i]];
+                let len = (s.len() - pos[i]).min(t);
+                for (step, &tok) in s[pos[i]..pos[i] + len].iter().enumerate() {
+                    let src = &self.emb_table[tok as usize * c..(tok as usize + 1) * c];
+                    x[(row * t + step) * c..(row * t + step + 1) * c].copy_from_slice(src);
+                }
+                lengths.push(len as i64);
+                last_index.push((row * t + len - 1) as i64);
+            }
+            let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::with_capacity(3 + 3 * layers);
+            let tensor = |shape: Vec<usize>, data: Vec<f32>| -> Result<ort::session::SessionInputValue, ModelError> {
+                Ok(Tensor::from_array((shape, data)).map_err(ort_err("input tensor"))?.into())
+            };
+            inputs.push(("x".into(), tensor(vec![n, t, c], x)?));
+            inputs.push(("lengths".into(), Tensor::from_array((vec![n], lengths.clone())).map_err(ort_err("lengths"))?.into()));
+            inputs.push(("last_index".into(), Tensor::from_array((vec![n], last_index)).map_err(ort_err("last_index"))?.into()));
+            for l in 0..layers {
+                let mut a = Vec::with_capacity(n * c);
+                let mut f = Vec::with_capacity(n * c);
+                let mut w = Vec::with_capacity(n * wkv_len);
+                for &i in &active {
+                    let st = &states[batch[i]];
+                    a.extend_from_slice(&st.att_shift[l * c..(l + 1) * c]);
+                    f.extend_from_slice(&st.ffn_shift[l * c..(l + 1) * c]);
+                    w.extend_from_slice(&st.wkv[l * wkv_len..(l + 1) * wkv_len]);
+                }
+                inputs.push((format!("att_shift_{l}"), tensor(vec![n, c], a)?));
+                inputs.push((format!("ffn_shift_{l}"), tensor(vec![n, c], f)?));
+                inputs.push((format!("wkv_{l}"), tensor(vec![n, self.config.heads, HEAD_SIZE, HEAD_SIZE], w)?));
+            }
+            let outputs = session.run(inputs).map_err(ort_err("running graph"))?;
+            let get = |name: &str| -> Result<&[f32], ModelError> {
+                let v = outputs.get(name).ok_or_else(|| ModelError::Ort(format!("graph has no output {name}")))?;
+                Ok(v.try_extract_tensor::<f32>().map_err(ort_err(name))?.1)
+            };
+            for l in 0..layers {
+                let a = get(&format!("att_shift_out_{l}"))?;
+                let f = get(&format!("ffn_shift_out_{l}"))?;
+                let w = get(&format!("wkv_out_{l}"))?;
+                for (row, &i) in active.iter().enumerate() {
+                    let st = &mut states[batch[i]];
+                    st.att_shift[l * c..(l + 1) * c].copy_from_slice(&a[row * c..(row + 1) * c]);
+                    st.ffn_shift[l * c..(l + 1) * c].copy_from_slice(&f[row * c..(row + 1) * c]);
+                    st.wkv[l * wkv_len..(l + 1) * wkv_len].copy_from_slice(&w[row * wkv_len..(row + 1) * wkv_len]);
+                }
+            }
+            let tail_data = get(tail)?;
+            let per_row = tail_data.len() / n;
+            for (row, &i) in active.iter().enumerate() {
+                pos[i] += lengths[row] as usize;
+                if pos[i] == seqs[batch[i]].len() {
+                    let v = &tail_data[row * per_row..(row + 1) * per_row];
+                    tails[batch[i]] = if per_row == 1 { TailValue::Scalar(v[0]) } else { TailValue::Vector(v.to_vec()) };
+                }
+            }
+        }
+    }
+}
+
+/// A runtime shared across threads.
+pub type SharedRuntime = Arc<Runtime>;
