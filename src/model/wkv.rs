@@ -40,50 +40,101 @@ pub struct StepInputs<'a> {
     pub b: &'a [f32],
 }
 
-/// One WKV step for one head, written so the compiler vectorises the 64-wide rows: the dot
-/// products use 16 independent accumulators (float reductions are not reassociated otherwise).
-#[inline(always)]
+/// One WKV step for one head. Written over fixed-size arrays (no bounds checks) with 16
+/// independent accumulators per dot product, so the compiler vectorises it: float reductions are
+/// not reassociated otherwise. `$fma(a, b, c)` computes `a * b + c`.
+macro_rules! wkv_step_body {
+    ($state:expr, $x:expr, $y:expr, $fma:expr) => {{
+        let fma = $fma;
+        let (Ok(r), Ok(w), Ok(k), Ok(a), Ok(b), Ok(v)) = (
+            <&[f32; N]>::try_from(&$x.r[..N]),
+            <&[f32; N]>::try_from(&$x.decay[..N]),
+            <&[f32; N]>::try_from(&$x.k[..N]),
+            <&[f32; N]>::try_from(&$x.a[..N]),
+            <&[f32; N]>::try_from(&$x.b[..N]),
+            <&[f32; N]>::try_from(&$x.v[..N]),
+        ) else {
+            return;
+        };
+        let Ok(state) = <&mut [f32; N * N]>::try_from(&mut $state[..N * N]) else { return };
+        let Ok(y) = <&mut [f32; N]>::try_from(&mut $y[..N]) else { return };
+        for i in 0..N {
+            let row: &mut [f32; N] = match (&mut state[i * N..(i + 1) * N]).try_into() {
+                Ok(row) => row,
+                Err(_) => return,
+            };
+            let mut acc = [0.0f32; 16];
+            for c in 0..N / 16 {
+                for l in 0..16 {
+                    acc[l] = fma(row[c * 16 + l], a[c * 16 + l], acc[l]);
+                }
+            }
+            let sa = acc.iter().sum::<f32>();
+            let vi = v[i];
+            let mut out = [0.0f32; 16];
+            for c in 0..N / 16 {
+                for l in 0..16 {
+                    let j = c * 16 + l;
+                    let s = fma(row[j], w[j], fma(sa, b[j], k[j] * vi));
+                    row[j] = s;
+                    out[l] = fma(s, r[j], out[l]);
+                }
+            }
+            y[i] = out.iter().sum::<f32>();
+        }
+    }};
+}
+
+/// Portable version: plain multiply-add (a fused `mul_add` is a slow library call without FMA
+/// hardware).
 fn step_generic(state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
-    let (r, w, k, a, b) = (&x.r[..N], &x.decay[..N], &x.k[..N], &x.a[..N], &x.b[..N]);
-    for (i, row) in state.chunks_exact_mut(N).enumerate().take(N) {
-        let mut acc = [0.0f32; 16];
-        for c in 0..N / 16 {
-            for l in 0..16 {
-                acc[l] = row[c * 16 + l].mul_add(a[c * 16 + l], acc[l]);
-            }
-        }
-        let sa = acc.iter().sum::<f32>();
-        let vi = x.v[i];
-        let mut out = [0.0f32; 16];
-        for c in 0..N / 16 {
-            for l in 0..16 {
-                let j = c * 16 + l;
-                let s = row[j].mul_add(w[j], sa.mul_add(b[j], k[j] * vi));
-                row[j] = s;
-                out[l] = s.mul_add(r[j], out[l]);
-            }
-        }
-        y[i] = out.iter().sum::<f32>();
-    }
+    wkv_step_body!(state, x, y, |a: f32, b: f32, c: f32| a * b + c)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn step_avx512(state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
-    step_generic(state, x, y);
-}
-
+/// AVX2 + FMA: each 64-wide row is 8 registers; the dot products keep 8 partial sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn step_avx2(state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
-    step_generic(state, x, y);
+    use std::arch::x86_64::*;
+    if state.len() < N * N || y.len() < N || [x.r, x.decay, x.k, x.v, x.a, x.b].iter().any(|s| s.len() < N) {
+        return;
+    }
+    // SAFETY (whole body): every pointer below stays within the slices checked above
+    // (rows i*64..i*64+64 of `state`, offsets 0..64 of the 64-value inputs).
+    let (r, w, k, a, b) = (x.r.as_ptr(), x.decay.as_ptr(), x.k.as_ptr(), x.a.as_ptr(), x.b.as_ptr());
+    let hsum = |v: __m256| -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    };
+    for i in 0..N {
+        let row = state.as_mut_ptr().add(i * N);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut rows = [_mm256_setzero_ps(); 8];
+        for c in 0..8 {
+            rows[c] = _mm256_loadu_ps(row.add(c * 8));
+            acc[c & 1] = _mm256_fmadd_ps(rows[c], _mm256_loadu_ps(a.add(c * 8)), acc[c & 1]);
+        }
+        let sa = _mm256_set1_ps(hsum(_mm256_add_ps(acc[0], acc[1])));
+        let vi = _mm256_set1_ps(*x.v.get_unchecked(i));
+        let mut out = [_mm256_setzero_ps(); 2];
+        for c in 0..8 {
+            let kv = _mm256_mul_ps(_mm256_loadu_ps(k.add(c * 8)), vi);
+            let t = _mm256_fmadd_ps(sa, _mm256_loadu_ps(b.add(c * 8)), kv);
+            let s = _mm256_fmadd_ps(rows[c], _mm256_loadu_ps(w.add(c * 8)), t);
+            _mm256_storeu_ps(row.add(c * 8), s);
+            out[c & 1] = _mm256_fmadd_ps(s, _mm256_loadu_ps(r.add(c * 8)), out[c & 1]);
+        }
+        *y.get_unchecked_mut(i) = hsum(_mm256_add_ps(out[0], out[1]));
+    }
 }
 
 /// Which instruction set the kernel uses, decided once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
-    /// AVX-512F.
-    Avx512,
     /// AVX2 + FMA.
     Avx2,
     /// Whatever the compile target allows.
@@ -94,9 +145,6 @@ pub enum Isa {
 pub fn detect_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return Isa::Avx2;
         }
@@ -111,9 +159,6 @@ pub fn detect_isa() -> Isa {
 pub fn step(isa: Isa, state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
     match isa {
         // SAFETY: `isa` comes from `detect_isa`, which checked the CPU supports these features.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { step_avx512(state, x, y) },
-        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { step_avx2(state, x, y) },
         _ => step_generic(state, x, y),
