@@ -1,4 +1,8 @@
-//! The crate's public error type: one enum per layer, converted into [`Error`].
+//! The crate's public error type. Each layer has its own error enum (model runtime, checkpoint,
+//! store, codec, index, filter); they convert into [`Error`], whose variants are facts a caller
+//! can act on.
+
+use std::path::PathBuf;
 
 /// Any error rwkvdb returns.
 #[derive(Debug, thiserror::Error)]
@@ -7,9 +11,71 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io {
         /// The file or folder involved.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// A model checkpoint could not be loaded or has the wrong shape.
+    #[error("{path}: {source}")]
+    ModelFile {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: crate::checkpoint::CheckpointError,
+    },
+    /// The model runtime failed (ONNX Runtime missing, inference error, ...).
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The storage layer failed or found damage.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A stored state could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// The ANN index failed.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    /// A metadata filter is malformed.
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
+    /// A configuration value is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Input rejected before anything was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An id appears twice in a batch, or already exists on insert.
+    #[error("duplicate document id {0:?}")]
+    DuplicateId(String),
+    /// A document exceeds the collection's token limit (and truncation is off).
+    #[error(
+        "document {id:?} has {tokens} tokens, the collection allows {max} (enable truncation or raise max_doc_tokens)"
+    )]
+    TooLong {
+        /// Document id.
+        id: String,
+        /// Its token count including EOS.
+        tokens: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `create_collection` with a name already in use.
+    #[error("collection {0:?} already exists")]
+    CollectionExists(String),
+    /// No collection of that name.
+    #[error("no collection named {0:?}")]
+    NoSuchCollection(String),
+    /// The collection was built with a different model, tokenizer, template, layer selection or codec.
+    #[error(
+        "collection {collection:?} was created with model fingerprint {expected}, the model files now give {found}"
+    )]
+    ModelMismatch {
+        /// Collection name.
+        collection: String,
+        /// Fingerprint stored in the file.
+        expected: String,
+        /// Fingerprint of the model now configured.
+        found: String,
     },
 }
 

@@ -1,8 +1,48 @@
 //! rwkvdb: an embedded vector-and-state database for state-centric retrieval with EmbeddingRWKV.
+//!
+//! An application opens a database file, creates or opens a collection bound to an EmbeddingRWKV
+//! embedder + reranker pair, inserts documents and queries them. Inserting runs the model once per
+//! document and keeps the embedding (in an HNSW index) and the model's recurrent state after
+//! reading the document (quantized, compressed, in redb). A query takes the ANN top-k and reranks
+//! the candidates by resuming each cached state with only the query tokens: the rerank cost does
+//! not depend on document length.
+//!
+//! Guarantees: an insert batch is one redb write transaction (wholly visible or wholly absent
+//! after a crash; durable once acknowledged unless `OpenOptions::durable` is off); a collection
+//! refuses to open with a model whose fingerprint differs; every stored record carries a checksum.
+//!
+//! ```no_run
+//! use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions, QueryOptions};
+//!
+//! # fn main() -> rwkvdb::Result<()> {
+//! let db = Database::open("my.redb", OpenOptions::default())?;
+//! let config = CollectionConfig::new("rwkv0b1-emb-curriculum.pth", Some("rwkv0b1-reranker.pth".into()));
+//! let docs = db.create_collection("notes", config)?;
+//! docs.insert(vec![NewDocument { id: Some("n1".into()), text: "Water boils at 100 °C at sea level.".into(), metadata: None }])?;
+//! for hit in docs.query("At what temperature does water boil?", &QueryOptions::default())?.hits {
+//!     println!("{} {:?} {}", hit.id, hit.probability, hit.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod checkpoint;
+pub mod codec;
+pub mod collection;
+pub mod db;
 pub mod error;
+pub mod filter;
+pub mod fingerprint;
+pub mod index;
+pub mod migrations;
 pub mod model;
+pub mod store;
 pub mod tokenizer;
 
+pub use collection::{
+    CheckReport, Collection, CollectionConfig, CollectionStats, DeleteReport, Document, Hit, InsertReport, NewDocument,
+    QueryOptions, QueryResult, Rerank,
+};
+pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};
+pub use filter::Filter;

@@ -2,7 +2,7 @@
 //! `.safetensors`, loaded into a [`StateDict`] of `f32` tensors keyed by their official names.
 
 use std::collections::BTreeMap;
-
+use std::path::Path;
 
 /// A dense tensor converted to `f32`, row-major, with its original shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,4 +62,35 @@ impl StateDict {
 }
 
 mod error;
+pub mod pickle;
+pub mod pth;
+pub mod safetensors;
+pub mod synth;
+
 pub use error::CheckpointError;
+
+/// Loads a checkpoint file (`.pth` zip or `.safetensors`, told apart by content).
+pub fn load(path: &Path) -> Result<StateDict, CheckpointError> {
+    let io = |e| CheckpointError::Io { path: path.to_path_buf(), source: e };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut magic = [0u8; 4];
+    let n = std::io::Read::read(&mut file, &mut magic).map_err(io)?;
+    if n == 4 && magic == *b"PK\x03\x04" {
+        std::io::Seek::rewind(&mut file).map_err(io)?;
+        return pth::read(std::io::BufReader::new(file));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    load_bytes(&bytes)
+}
+
+/// Loads a checkpoint from memory.
+pub fn load_bytes(bytes: &[u8]) -> Result<StateDict, CheckpointError> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return pth::read(std::io::Cursor::new(bytes));
+    }
+    // safetensors: u64 header length, then a JSON object.
+    if bytes.len() >= 9 && bytes[8] == b'{' {
+        return safetensors::read(bytes);
+    }
+    Err(CheckpointError::NotACheckpoint)
+}

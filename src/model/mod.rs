@@ -2,6 +2,8 @@
 //! ONNX Runtime sessions.
 
 pub mod device;
+pub mod eval;
+pub mod gemm;
 pub mod graph;
 pub mod onnx;
 pub mod ort_env;

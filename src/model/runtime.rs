@@ -143,7 +143,11 @@ fn ort_err(context: &str) -> impl Fn(ort::Error) -> ModelError + '_ {
 
 impl Runtime {
     /// Builds the graphs for `embedder` (and `reranker`) and commits their sessions.
-    pub fn new(embedder: EmbedderWeights, reranker: Option<RerankerWeights>, opts: &RuntimeOptions) -> Result<Self, ModelError> {
+    pub fn new(
+        embedder: EmbedderWeights,
+        reranker: Option<RerankerWeights>,
+        opts: &RuntimeOptions,
+    ) -> Result<Self, ModelError> {
         let (_, env) = ort_env::ensure_loaded(opts.ort_library.as_deref())?;
         let cfg = embedder.config.clone();
         if let Some(rr) = &reranker {
@@ -185,15 +189,23 @@ impl Runtime {
         })
     }
 
-    fn pool(env: &ort::environment::Environment, bytes: &[u8], opts: &RuntimeOptions, n: usize) -> Result<SessionPool, ModelError> {
-        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    fn pool(
+        env: &ort::environment::Environment,
+        bytes: &[u8],
+        opts: &RuntimeOptions,
+        n: usize,
+    ) -> Result<SessionPool, ModelError> {
+        let threads =
+            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         // Debug aid: RWKVDB_DUMP_ONNX=<dir> writes the emitted graphs there.
         if let Some(dir) = std::env::var_os("RWKVDB_DUMP_ONNX") {
             let _ = std::fs::write(std::path::Path::new(&dir).join(format!("graph-{}.onnx", bytes.len())), bytes);
         }
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
-            let ops = ort::operator::OperatorDomain::new(DOMAIN).and_then(|d| d.add(Wkv7Op)).map_err(ort_err("registering Wkv7"))?;
+            let ops = ort::operator::OperatorDomain::new(DOMAIN)
+                .and_then(|d| d.add(Wkv7Op))
+                .map_err(ort_err("registering Wkv7"))?;
             let mut builder = Session::builder(env)
                 .map_err(ort_err("session builder"))?
                 .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -251,7 +263,8 @@ impl Runtime {
                 return Err(ModelError::EosPlacement);
             }
         }
-        let states: Vec<ModelState> = seqs.iter().map(|_| ModelState::zeros(self.config.layers, self.config.width)).collect();
+        let states: Vec<ModelState> =
+            seqs.iter().map(|_| ModelState::zeros(self.config.layers, self.config.width)).collect();
         let (_, tails) = self.run(&self.embed, self.config.layers, "embedding", states, seqs)?;
         Ok(tails
             .into_iter()
@@ -265,27 +278,63 @@ impl Runtime {
     /// Runs each sequence from the zero state through the reranker's layers and returns the
     /// states (offline indexing of a document prefix).
     pub fn prefix_states(&self, seqs: &[&[u32]]) -> Result<Vec<ModelState>, ModelError> {
-        self.check_tokens(seqs)?;
-        let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
         let states = seqs.iter().map(|_| ModelState::zeros(self.score_layers, self.config.width)).collect();
-        Ok(self.run(pool, self.score_layers, "logits", states, seqs)?.0)
+        self.resume_states(states, seqs)
     }
 
-    /// Resumes each state with its query tokens (ending in EOS) and returns the reranker logits.
-    pub fn resume_and_score(&self, states: Vec<ModelState>, queries: &[&[u32]]) -> Result<Vec<f32>, ModelError> {
-        self.check_tokens(queries)?;
+    /// Continues each state with its tokens and returns the new states. An empty token list
+    /// returns its state unchanged.
+    pub fn resume_states(&self, states: Vec<ModelState>, seqs: &[&[u32]]) -> Result<Vec<ModelState>, ModelError> {
         let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
-        if states.len() != queries.len() {
-            return Err(ModelError::Mismatch(format!("{} states for {} queries", states.len(), queries.len())));
+        self.check_states(&states, seqs.len())?;
+        let nonempty: Vec<&[u32]> = seqs.iter().copied().filter(|s| !s.is_empty()).collect();
+        self.check_tokens(&nonempty)?;
+        let (mut keep, mut run_states, mut run_seqs) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (st, s)) in states.into_iter().zip(seqs).enumerate() {
+            if s.is_empty() {
+                keep.push((i, st));
+            } else {
+                run_states.push(st);
+                run_seqs.push(*s);
+            }
         }
-        for s in &states {
-            if s.layers != self.score_layers || s.width != self.config.width {
+        let (done, _) = self.run(pool, self.score_layers, "logits", run_states, &run_seqs)?;
+        let mut out: Vec<Option<ModelState>> = (0..seqs.len()).map(|_| None).collect();
+        for (i, st) in keep {
+            out[i] = Some(st);
+        }
+        let mut done = done.into_iter();
+        for slot in out.iter_mut().filter(|s| s.is_none()) {
+            *slot = done.next();
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    fn check_states(&self, states: &[ModelState], n: usize) -> Result<(), ModelError> {
+        if states.len() != n {
+            return Err(ModelError::Mismatch(format!("{} states for {} sequences", states.len(), n)));
+        }
+        for s in states {
+            let ok = s.layers == self.score_layers
+                && s.width == self.config.width
+                && s.att_shift.len() == s.layers * s.width
+                && s.ffn_shift.len() == s.layers * s.width
+                && s.wkv.len() == s.layers * s.width * HEAD_SIZE;
+            if !ok {
                 return Err(ModelError::StateShape {
                     expected: (self.score_layers, self.config.width),
                     found: (s.layers, s.width),
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Resumes each state with its query tokens (ending in EOS) and returns the reranker logits.
+    pub fn resume_and_score(&self, states: Vec<ModelState>, queries: &[&[u32]]) -> Result<Vec<f32>, ModelError> {
+        self.check_tokens(queries)?;
+        let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
+        self.check_states(&states, queries.len())?;
         let (_, tails) = self.run(pool, self.score_layers, "logits", states, queries)?;
         Ok(tails
             .into_iter()
@@ -367,8 +416,14 @@ impl Runtime {
                 Ok(Tensor::from_array((shape, data)).map_err(ort_err("input tensor"))?.into())
             };
             inputs.push(("x".into(), tensor(vec![n, t, c], x)?));
-            inputs.push(("lengths".into(), Tensor::from_array((vec![n], lengths.clone())).map_err(ort_err("lengths"))?.into()));
-            inputs.push(("last_index".into(), Tensor::from_array((vec![n], last_index)).map_err(ort_err("last_index"))?.into()));
+            inputs.push((
+                "lengths".into(),
+                Tensor::from_array((vec![n], lengths.clone())).map_err(ort_err("lengths"))?.into(),
+            ));
+            inputs.push((
+                "last_index".into(),
+                Tensor::from_array((vec![n], last_index)).map_err(ort_err("last_index"))?.into(),
+            ));
             for l in 0..layers {
                 let mut a = Vec::with_capacity(n * c);
                 let mut f = Vec::with_capacity(n * c);
@@ -405,7 +460,8 @@ impl Runtime {
                 pos[i] += lengths[row] as usize;
                 if pos[i] == seqs[batch[i]].len() {
                     let v = &tail_data[row * per_row..(row + 1) * per_row];
-                    tails[batch[i]] = if per_row == 1 { TailValue::Scalar(v[0]) } else { TailValue::Vector(v.to_vec()) };
+                    tails[batch[i]] =
+                        if tail == "logits" { TailValue::Scalar(v[0]) } else { TailValue::Vector(v.to_vec()) };
                 }
             }
         }

@@ -199,7 +199,14 @@ pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     x.iter().zip(w).zip(b).map(|((&v, &w), &b)| ((f64::from(v) - mean) * inv) as f32 * w + b).collect()
 }
 
-fn load_block(k: &Keys, i: usize, c: usize, heads: usize, lora: &LoraDims, ffn: usize) -> Result<BlockWeights, CheckpointError> {
+fn load_block(
+    k: &Keys,
+    i: usize,
+    c: usize,
+    heads: usize,
+    lora: &LoraDims,
+    ffn: usize,
+) -> Result<BlockWeights, CheckpointError> {
     let p = format!("blocks.{i}.");
     let att = format!("{p}att.");
     let vec = |name: &str| k.get(&format!("{att}{name}"), &[c]);
@@ -280,7 +287,11 @@ impl EmbedderWeights {
         }
         let blocks = (0..layers).map(|i| load_block(&k, i, c, heads, &lora, ffn)).collect::<Result<Vec<_>, _>>()?;
         let h = Keys { sd, prefix: "head.retr_head." };
-        let retr_head = HeadWeights { fc1: h.linear("fc1.weight", c, c)?, fc2: h.linear("fc2.weight", c, c)?, norm: h.ln("norm", c)? };
+        let retr_head = HeadWeights {
+            fc1: h.linear("fc1.weight", c, c)?,
+            fc2: h.linear("fc2.weight", c, c)?,
+            norm: h.ln("norm", c)?,
+        };
         Ok(Self {
             config: EmbedderConfig { layers, width: c, heads, vocab, ffn, lora },
             emb,

@@ -312,9 +312,8 @@ mod tests {
             let mut s32: Vec<f32> = (0..N * N).map(|_| rnd()).collect();
             let mut s64: Vec<f64> = s32.iter().map(|&v| f64::from(v)).collect();
             for _ in 0..5 {
-                let x: [Vec<f32>; 6] = std::array::from_fn(|i| {
-                    (0..N).map(|_| if i == 1 { 0.5 + rnd() * 0.9 } else { rnd() }).collect()
-                });
+                let x: [Vec<f32>; 6] =
+                    std::array::from_fn(|i| (0..N).map(|_| if i == 1 { 0.5 + rnd() * 0.9 } else { rnd() }).collect());
                 let mut y = vec![0.0f32; N];
                 let inputs = StepInputs { r: &x[0], decay: &x[1], k: &x[2], v: &x[3], a: &x[4], b: &x[5] };
                 step(isa, &mut s32, &inputs, &mut y);

@@ -1,0 +1,405 @@
+//! Database commands: init, collection, import, query, get, delete, stats, check, compact.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use rwkvdb::{Collection, CollectionConfig, Database, Filter, NewDocument, OpenOptions, QueryOptions, Rerank};
+
+use super::CliResult;
+
+/// Where the database file is: `--db` or `$RWKVDB_PATH`.
+#[derive(Args, Clone)]
+pub struct DbArg {
+    /// Database file.
+    #[arg(long, env = "RWKVDB_PATH", global = true, default_value = "rwkvdb.redb")]
+    pub db: PathBuf,
+    /// Faster, non-durable commits (a crash may lose the last batches, never half of one).
+    #[arg(long, global = true)]
+    pub no_sync: bool,
+}
+
+impl DbArg {
+    fn open(&self, create: bool) -> Result<Database, rwkvdb::Error> {
+        if !create && !self.db.exists() {
+            return Err(rwkvdb::Error::Io {
+                path: self.db.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such database (create it with `rwkvdb init`)",
+                ),
+            });
+        }
+        Database::open(&self.db, OpenOptions { create, durable: !self.no_sync, ..OpenOptions::default() })
+    }
+}
+
+#[derive(Subcommand)]
+pub enum CollectionCommand {
+    /// Create a collection bound to a model pair.
+    Create(CreateArgs),
+    /// List collections.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a collection and all its documents.
+    Drop {
+        /// Collection name.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Collection name.
+    name: String,
+    /// Embedder checkpoint (.pth or .safetensors).
+    #[arg(long)]
+    embedder: PathBuf,
+    /// Reranker checkpoint; without it the collection keeps no states and cannot rerank.
+    #[arg(long)]
+    reranker: Option<PathBuf>,
+    /// State precision preset: exact, balanced (default), compact, tiny.
+    #[arg(long, default_value = "balanced")]
+    preset: String,
+    /// Maximum tokens per document.
+    #[arg(long, default_value_t = 8192)]
+    max_doc_tokens: usize,
+    /// Truncate longer documents instead of rejecting them.
+    #[arg(long)]
+    truncate: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RerankArg {
+    Offline,
+    Online,
+    None,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Collection name.
+    #[arg(short, long)]
+    collection: String,
+    /// A JSONL file (`{"id","text","metadata"}` per line) or a folder of .txt/.md files.
+    source: PathBuf,
+    /// Documents per write transaction.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// Collection name.
+    #[arg(short, long)]
+    collection: String,
+    /// The query text.
+    text: String,
+    /// Hits to show.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// ANN candidates to rerank.
+    #[arg(long, default_value_t = 50)]
+    candidates: usize,
+    /// Reranking mode.
+    #[arg(long, value_enum, default_value_t = RerankArg::Offline)]
+    rerank: RerankArg,
+    /// Metadata filter, e.g. '{"topic":"music","year":{"$gte":1900}}'.
+    #[arg(long)]
+    filter: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn init(db: &DbArg) -> CliResult {
+    db.open(true)?;
+    println!("initialised {}", db.db.display());
+    Ok(())
+}
+
+pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
+    let database = db.open(false)?;
+    match cmd {
+        CollectionCommand::Create(a) => {
+            let mut cfg = CollectionConfig::new(a.embedder, a.reranker);
+            cfg.state_preset = a.preset;
+            cfg.max_doc_tokens = a.max_doc_tokens;
+            cfg.truncate = a.truncate;
+            let c = database.create_collection(&a.name, cfg)?;
+            println!("created collection {} (fingerprint {})", a.name, c.fingerprint());
+        }
+        CollectionCommand::List { json } => {
+            let list = database.list_collections()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in list {
+                    let rr = c.config.reranker.as_ref().map_or("-".to_string(), |p| p.display().to_string());
+                    println!(
+                        "{}\tembedder={}\treranker={}\tpreset={}",
+                        c.name,
+                        c.config.embedder.display(),
+                        rr,
+                        c.config.state_preset
+                    );
+                }
+            }
+        }
+        CollectionCommand::Drop { name } => {
+            database.drop_collection(&name)?;
+            println!("dropped {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Reads import sources one document at a time, collecting per-line problems instead of stopping.
+fn read_source(
+    path: &Path,
+    problems: &mut Vec<String>,
+) -> Result<Vec<NewDocument>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut docs = Vec::new();
+    if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.sort();
+        for f in files {
+            let rel = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().replace('\\', "/");
+            match std::fs::read(&f) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) if !text.trim().is_empty() => docs.push(NewDocument {
+                        id: Some(rel.clone()),
+                        text,
+                        metadata: Some(serde_json::json!({ "path": rel })),
+                    }),
+                    Ok(_) => problems.push(format!("{}: empty file, skipped", f.display())),
+                    Err(e) => problems.push(format!("{}: not valid UTF-8 ({}), skipped", f.display(), e.utf8_error())),
+                },
+                Err(e) => problems.push(format!("{}: {e}, skipped", f.display())),
+            }
+        }
+        return Ok(docs);
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    for (i, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        let Ok(line) = String::from_utf8(line) else {
+            problems.push(format!("{}:{n}: not valid UTF-8, skipped", path.display()));
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<NewDocument>(&line) {
+            Ok(mut d) => {
+                // Lines without an id get a stable one, so a re-run skips them too.
+                d.id.get_or_insert_with(|| format!("{stem}:{n}"));
+                docs.push(d);
+            }
+            Err(e) => problems.push(format!("{}:{n}: malformed JSON line ({e}), skipped", path.display())),
+        }
+    }
+    Ok(docs)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("txt" | "md")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
+    let database = db.open(false)?;
+    let c = database.collection(&a.collection)?;
+    let mut problems = Vec::new();
+    let docs = read_source(&a.source, &mut problems)?;
+    // Resuming: ids already stored are skipped, not duplicated.
+    let mut skipped = 0usize;
+    let mut todo = Vec::with_capacity(docs.len());
+    let mut seen = HashSet::new();
+    for d in docs {
+        let id = d.id.clone().unwrap_or_default();
+        if !seen.insert(id.clone()) {
+            problems.push(format!("duplicate id {id:?} in the source, later copy skipped"));
+            continue;
+        }
+        if c.contains(&id)? {
+            skipped += 1;
+        } else {
+            todo.push(d);
+        }
+    }
+    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(todo.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} docs  {per_sec}  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let (mut done, mut tokens) = (0usize, 0usize);
+    for batch in todo.chunks(a.batch_size.max(1)) {
+        match c.insert(batch.to_vec()) {
+            Ok(r) => {
+                done += r.ids.len();
+                tokens += r.tokens;
+            }
+            Err(e) => {
+                // One bad document should not sink its neighbours: retry the batch one by one.
+                for d in batch {
+                    match c.insert(vec![d.clone()]) {
+                        Ok(r) => {
+                            done += 1;
+                            tokens += r.tokens;
+                        }
+                        Err(e2) => problems.push(format!("{}: {e2}", d.id.as_deref().unwrap_or("?"))),
+                    }
+                }
+                let _ = e;
+            }
+        }
+        bar.set_position(done as u64);
+        bar.set_message(format!("{:.0} tokens/s", tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)));
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "imported {done} documents ({tokens} tokens) in {secs:.1}s: {:.1} docs/s, {:.0} tokens/s; {skipped} already present",
+        done as f64 / secs.max(1e-9),
+        tokens as f64 / secs.max(1e-9)
+    );
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("warning: {p}");
+        }
+        return Err(format!("{} item(s) were not imported (see warnings above)", problems.len()).into());
+    }
+    Ok(())
+}
+
+pub fn query(db: &DbArg, a: QueryArgs) -> CliResult {
+    let database = db.open(false)?;
+    let c = database.collection(&a.collection)?;
+    let opts = QueryOptions {
+        top_k: a.top_k,
+        candidates: a.candidates,
+        filter: a.filter.as_deref().map(Filter::parse).transpose()?,
+        rerank: match a.rerank {
+            RerankArg::Offline => Rerank::Offline,
+            RerankArg::Online => Rerank::Online,
+            RerankArg::None => Rerank::None,
+        },
+        ef: None,
+    };
+    let r = c.query(&a.text, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    print_hits(&r);
+    Ok(())
+}
+
+/// Human-readable result table.
+pub fn print_hits(r: &rwkvdb::QueryResult) {
+    println!("{:>4}  {:<24} {:>7} {:>8} {:>6}  text", "rank", "id", "cosine", "logit", "prob");
+    for (i, h) in r.hits.iter().enumerate() {
+        let snippet: String = h.text.chars().take(60).map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let logit = h.logit.map_or("-".into(), |l| format!("{l:.3}"));
+        let prob = h.probability.map_or("-".into(), |p| format!("{p:.3}"));
+        println!("{:>4}  {:<24} {:>7.4} {:>8} {:>6}  {}", i + 1, h.id, h.similarity, logit, prob, snippet);
+    }
+    for (id, why) in &r.skipped {
+        eprintln!("warning: skipped {id}: {why}");
+    }
+    let t = r.timings_ms;
+    println!("time: embed {:.1} ms, ann {:.1} ms, load {:.1} ms, rerank {:.1} ms", t[0], t[1], t[2], t[3]);
+}
+
+pub fn get(db: &DbArg, collection: &str, id: &str, json: bool) -> CliResult {
+    let database = db.open(false)?;
+    let c = database.collection(collection)?;
+    let d = c.get(id)?.ok_or_else(|| format!("no document {id:?} in {collection}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        println!("id: {}\nmetadata: {}\n\n{}", d.id, d.metadata, d.text);
+    }
+    Ok(())
+}
+
+pub fn delete(db: &DbArg, collection: &str, ids: &[String]) -> CliResult {
+    let database = db.open(false)?;
+    let c = database.collection(collection)?;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let r = c.delete(&refs)?;
+    println!("deleted {}", r.deleted.len());
+    for m in &r.missing {
+        eprintln!("warning: no document {m:?}");
+    }
+    Ok(())
+}
+
+pub fn stats(db: &DbArg, collection: &str, json: bool) -> CliResult {
+    let database = db.open(false)?;
+    let c = database.collection(collection)?;
+    let s = c.stats()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        for (k, v) in serde_json::to_value(&s)?.as_object().into_iter().flatten() {
+            println!("{k:>24}: {v}");
+        }
+    }
+    Ok(())
+}
+
+pub fn check(db: &DbArg, collection: Option<&str>, json: bool) -> CliResult {
+    let database = db.open(false)?;
+    let names: Vec<String> = match collection {
+        Some(n) => vec![n.to_string()],
+        None => database.list_collections()?.into_iter().map(|c| c.name).collect(),
+    };
+    let mut bad = 0;
+    for name in names {
+        let c: Collection = database.collection(&name)?;
+        let report = c.check()?;
+        bad += report.problems.len();
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{name}: {} documents checked, {} problem(s)", report.documents, report.problems.len());
+            for p in &report.problems {
+                println!("  {p}");
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(format!("{bad} problem(s) found").into());
+    }
+    Ok(())
+}
+
+pub fn compact(db: &DbArg) -> CliResult {
+    let before = std::fs::metadata(&db.db).map(|m| m.len()).unwrap_or(0);
+    Database::compact_file(&db.db)?;
+    let after = std::fs::metadata(&db.db).map(|m| m.len()).unwrap_or(0);
+    println!("compacted {}: {before} -> {after} bytes", db.db.display());
+    Ok(())
+}

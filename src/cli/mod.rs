@@ -1,0 +1,123 @@
+//! Command-line parsing and dispatch. Exit codes: 0 success, 1 error (message on stderr),
+//! 2 usage error (from clap).
+
+mod db_cmd;
+mod demo;
+mod model_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// rwkvdb: an embedded vector-and-state database for EmbeddingRWKV.
+#[derive(Parser)]
+#[command(name = "rwkvdb", version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    #[command(flatten)]
+    db: db_cmd::DbArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  rwkvdb demo                                   # end-to-end demo on a bundled corpus
+  rwkvdb --db my.redb init
+  rwkvdb --db my.redb collection create notes --embedder emb.pth --reranker rr.pth
+  rwkvdb --db my.redb import -c notes notes.jsonl
+  rwkvdb --db my.redb query -c notes \"what is a black hole?\" --top-k 5
+  rwkvdb --db my.redb query -c notes \"black holes\" --filter '{\"topic\":\"astronomy\"}' --json
+  rwkvdb model eval --embedder emb.pth --reranker rr.pth --input in.json --output out.json
+
+The database path can also come from $RWKVDB_PATH.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty database file.
+    Init,
+    /// Create, list or drop collections.
+    #[command(subcommand)]
+    Collection(db_cmd::CollectionCommand),
+    /// Import a JSONL file or a folder of .txt/.md files (re-running skips stored ids).
+    Import(db_cmd::ImportArgs),
+    /// Query a collection.
+    Query(db_cmd::QueryArgs),
+    /// Print one document.
+    Get {
+        /// Collection name.
+        #[arg(short, long)]
+        collection: String,
+        /// Document id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete documents by id.
+    Delete {
+        /// Collection name.
+        #[arg(short, long)]
+        collection: String,
+        /// Document ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Collection statistics: documents, bytes per document, index parameters, fingerprint.
+    Stats {
+        /// Collection name.
+        #[arg(short, long)]
+        collection: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify checksums and that store and index agree (exit 1 when damage is found).
+    Check {
+        /// Only this collection.
+        #[arg(short, long)]
+        collection: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reclaim free space in the database file.
+    Compact,
+    /// Inspect, synthesise and evaluate model checkpoints.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+    /// Run the end-to-end demo on the bundled corpus.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses arguments, runs the command, prints errors to stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let db = &cli.db;
+    let result = match cli.command {
+        Command::Init => db_cmd::init(db),
+        Command::Collection(c) => db_cmd::collection(db, c),
+        Command::Import(a) => db_cmd::import(db, a),
+        Command::Query(a) => db_cmd::query(db, a),
+        Command::Get { collection, id, json } => db_cmd::get(db, &collection, &id, json),
+        Command::Delete { collection, ids } => db_cmd::delete(db, &collection, &ids),
+        Command::Stats { collection, json } => db_cmd::stats(db, &collection, json),
+        Command::Check { collection, json } => db_cmd::check(db, collection.as_deref(), json),
+        Command::Compact => db_cmd::compact(db),
+        Command::Model(cmd) => model_cmd::run(cmd),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&*e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Errors of CLI commands: anything displayable.
+pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

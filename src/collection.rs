@@ -1,0 +1,883 @@
+//! Collections: the insert and query pipelines.
+//!
+//! Insert: tokenize → batched embedding → offline state of the rerank index text (resumed from
+//! the cached template-prefix state) → encode → one redb write transaction → index update.
+//!
+//! Query: embed → ANN candidates (filter and tombstones applied inside the search) → load and
+//! decode states → one batched resume-and-score → sort.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::codec::{Preset, StateCodec};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::index::{AnnIndex, IndexParams};
+use crate::model::{offline_document_text, offline_query_text, online_text, ModelState, Runtime, RERANK_INSTRUCTION};
+use crate::store::{self, CollectionRecord, CollectionTables, DocRecord};
+use crate::tokenizer::Tokenizer;
+
+/// How a collection is configured at creation (stored in the file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CollectionConfig {
+    /// Embedder checkpoint path.
+    pub embedder: std::path::PathBuf,
+    /// Reranker checkpoint path; without one the collection keeps no states.
+    pub reranker: Option<std::path::PathBuf>,
+    /// State precision preset name (see [`crate::codec::Preset`]).
+    pub state_preset: String,
+    /// HNSW links per node.
+    pub hnsw_m: usize,
+    /// HNSW candidate list size while building.
+    pub hnsw_ef_construction: usize,
+    /// HNSW candidate list size while searching (default for queries).
+    pub hnsw_ef_search: usize,
+    /// Maximum tokens of a document's text.
+    pub max_doc_tokens: usize,
+    /// Over-long documents: `false` rejects the batch, `true` truncates to `max_doc_tokens`.
+    pub truncate: bool,
+}
+
+impl CollectionConfig {
+    /// A configuration with rwkvdb's defaults for the given model files.
+    pub fn new(embedder: impl Into<std::path::PathBuf>, reranker: Option<std::path::PathBuf>) -> Self {
+        Self {
+            embedder: embedder.into(),
+            reranker,
+            state_preset: Preset::Balanced.name().to_string(),
+            hnsw_m: 16,
+            hnsw_ef_construction: 200,
+            hnsw_ef_search: 64,
+            max_doc_tokens: 8192,
+            truncate: false,
+        }
+    }
+}
+
+/// A document to insert.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewDocument {
+    /// The caller's id; `None` generates one.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The text (must not be empty).
+    pub text: String,
+    /// JSON metadata (filterable).
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// A stored document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Document {
+    /// The caller's id.
+    pub id: String,
+    /// The text.
+    pub text: String,
+    /// Metadata (`null` when none).
+    pub metadata: Value,
+}
+
+/// Which reranking a query uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rerank {
+    /// Resume each candidate's cached state with the query (the fast path).
+    #[default]
+    Offline,
+    /// Re-read every candidate with the query from scratch (for comparison).
+    Online,
+    /// ANN order only.
+    None,
+}
+
+/// Query options.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// Hits to return.
+    pub top_k: usize,
+    /// ANN candidates to rerank (at least `top_k`).
+    pub candidates: usize,
+    /// Metadata filter applied inside the ANN search.
+    pub filter: Option<Filter>,
+    /// Reranking mode.
+    pub rerank: Rerank,
+    /// HNSW search width; `None` uses the collection's default.
+    pub ef: Option<usize>,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self { top_k: 10, candidates: 50, filter: None, rerank: Rerank::Offline, ef: None }
+    }
+}
+
+/// One query result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// Document id.
+    pub id: String,
+    /// Cosine similarity of the embeddings.
+    pub similarity: f32,
+    /// Reranker logit (absent without reranking).
+    pub logit: Option<f32>,
+    /// `sigmoid(logit)`.
+    pub probability: Option<f32>,
+    /// Document text.
+    pub text: String,
+    /// Metadata.
+    pub metadata: Value,
+}
+
+/// What a query returns.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct QueryResult {
+    /// Hits, best first.
+    pub hits: Vec<Hit>,
+    /// Candidates left out because their stored data failed a check: (id, reason).
+    pub skipped: Vec<(String, String)>,
+    /// Time spent per stage, in milliseconds: embed, ann, load, rerank.
+    pub timings_ms: [f64; 4],
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InsertReport {
+    /// Ids written, in input order.
+    pub ids: Vec<String>,
+    /// Tokens embedded.
+    pub tokens: usize,
+    /// Ids that replaced an existing document (upsert only).
+    pub replaced: usize,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeleteReport {
+    /// Ids removed.
+    pub deleted: Vec<String>,
+    /// Ids that did not exist.
+    pub missing: Vec<String>,
+}
+
+/// The template-prefix states: the instruction and `Document: ` never change, so their state is
+/// computed once. Greedy tokenization may merge the last prefix tokens with the document's first
+/// characters, so states are kept for the full prefix and its shorter versions, and a document
+/// resumes from the longest one its tokens really start with.
+struct PrefixCache {
+    tokens: Vec<u32>,
+    states: Vec<(usize, ModelState)>,
+}
+
+impl PrefixCache {
+    fn build(rt: &Runtime, tok: &Tokenizer) -> Result<Self> {
+        let tokens = tok.encode(&format!("{RERANK_INSTRUCTION}Document: "));
+        let lens: Vec<usize> = (tokens.len().saturating_sub(3).max(1)..=tokens.len()).rev().collect();
+        let seqs: Vec<&[u32]> = lens.iter().map(|&l| &tokens[..l]).collect();
+        let states = rt.prefix_states(&seqs)?;
+        Ok(Self { tokens, states: lens.into_iter().zip(states).collect() })
+    }
+
+    /// The longest cached prefix of `doc` and its state.
+    fn find(&self, doc: &[u32]) -> Option<&(usize, ModelState)> {
+        let common = self.tokens.iter().zip(doc).take_while(|(a, b)| a == b).count();
+        self.states.iter().find(|(len, _)| *len <= common && *len < doc.len())
+    }
+}
+
+/// Shared state of an open collection.
+pub(crate) struct CollectionInner {
+    pub db: Arc<Database>,
+    pub record: RwLock<CollectionRecord>,
+    pub tables: CollectionTables,
+    pub runtime: Arc<Runtime>,
+    pub codec: Option<StateCodec>,
+    pub index: RwLock<AnnIndex>,
+    /// Metadata of live documents, for filters evaluated inside the ANN search.
+    pub metadata: RwLock<HashMap<u64, Arc<Value>>>,
+    prefix: Option<PrefixCache>,
+    /// Serialises writers (redb allows one write transaction at a time anyway).
+    write_lock: Mutex<()>,
+    pub durable: bool,
+}
+
+/// A handle to an open collection; cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Collection {
+    pub(crate) inner: Arc<CollectionInner>,
+}
+
+/// A document prepared for writing (everything computed outside the write lock).
+struct Prepared {
+    id: String,
+    record: DocRecord,
+    metadata: Value,
+    state: Option<Vec<u8>>,
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Collection {
+    pub(crate) fn open(
+        db: Arc<Database>,
+        record: CollectionRecord,
+        runtime: Arc<Runtime>,
+        durable: bool,
+    ) -> Result<Self> {
+        let tables = CollectionTables::new(record.id);
+        let codec = if runtime.has_reranker() {
+            let preset = Preset::parse(&record.config.state_preset)
+                .ok_or_else(|| Error::Config(format!("unknown state preset {:?}", record.config.state_preset)))?;
+            Some(StateCodec::new(
+                preset.config(),
+                runtime.config().width,
+                runtime.state_layers(),
+                runtime.reranker_layers(),
+            )?)
+        } else {
+            None
+        };
+        let prefix =
+            if runtime.has_reranker() { Some(PrefixCache::build(&runtime, Tokenizer::world())?) } else { None };
+        let params = IndexParams {
+            m: record.config.hnsw_m,
+            ef_construction: record.config.hnsw_ef_construction,
+            ef_search: record.config.hnsw_ef_search,
+            ..IndexParams::default()
+        };
+        let dim = runtime.config().width;
+        let inner = CollectionInner {
+            db,
+            record: RwLock::new(record),
+            tables,
+            runtime,
+            codec,
+            index: RwLock::new(AnnIndex::new(dim, params)),
+            metadata: RwLock::new(HashMap::new()),
+            prefix,
+            write_lock: Mutex::new(()),
+            durable,
+        };
+        let c = Self { inner: Arc::new(inner) };
+        c.load_index()?;
+        Ok(c)
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> String {
+        self.inner.record.read().name.clone()
+    }
+
+    /// The stored configuration.
+    pub fn config(&self) -> CollectionConfig {
+        self.inner.record.read().config.clone()
+    }
+
+    /// Model fingerprint the collection was created with.
+    pub fn fingerprint(&self) -> String {
+        self.inner.record.read().fingerprint.clone()
+    }
+
+    /// The model runtime serving this collection.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    /// Number of stored documents.
+    pub fn count(&self) -> Result<u64> {
+        let r = self.inner.db.begin_read().map_err(store::StoreError::from)?;
+        let t = r.open_table(self.inner.tables.ids()).map_err(store::StoreError::from)?;
+        Ok(t.len().map_err(store::StoreError::from)?)
+    }
+
+    /// Loads the metadata map and rebuilds the ANN index from the stored embeddings (nothing
+    /// is re-embedded). The store is the source of truth, so after a crash the index always
+    /// agrees with what was committed.
+    fn load_index(&self) -> Result<()> {
+        let inner = &self.inner;
+        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
+        let mut metadata = HashMap::new();
+        let meta = r.open_table(inner.tables.meta()).map_err(store::StoreError::from)?;
+        for e in meta.iter().map_err(store::StoreError::from)? {
+            let (k, v) = e.map_err(store::StoreError::from)?;
+            let value: Value = serde_json::from_slice(v.value()).unwrap_or(Value::Null);
+            metadata.insert(k.value(), Arc::new(value));
+        }
+        *inner.metadata.write() = metadata;
+        drop(r);
+        self.rebuild_index()
+    }
+
+    /// Inserts documents; fails (writing nothing) if any id already exists.
+    pub fn insert(&self, docs: Vec<NewDocument>) -> Result<InsertReport> {
+        self.write(docs, false)
+    }
+
+    /// Inserts or replaces documents by id.
+    pub fn upsert(&self, docs: Vec<NewDocument>) -> Result<InsertReport> {
+        self.write(docs, true)
+    }
+
+    fn prepare(&self, docs: Vec<NewDocument>) -> Result<(Vec<Prepared>, usize)> {
+        let inner = &self.inner;
+        let tok = Tokenizer::world();
+        let cfg = inner.record.read().config.clone();
+        let mut seen = HashSet::new();
+        let mut ids = Vec::with_capacity(docs.len());
+        for (i, d) in docs.iter().enumerate() {
+            if d.text.trim().is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "document {} (batch position {i}) has empty text",
+                    d.id.as_deref().unwrap_or("?")
+                )));
+            }
+            let id = match &d.id {
+                Some(id) if id.is_empty() => return Err(Error::InvalidInput(format!("batch position {i}: empty id"))),
+                Some(id) => id.clone(),
+                None => generate_id(),
+            };
+            if !seen.insert(id.clone()) {
+                return Err(Error::DuplicateId(id));
+            }
+            ids.push(id);
+        }
+
+        // Embedding input: text + EOS. State input: the offline index template (no EOS).
+        let max = cfg.max_doc_tokens.max(2);
+        let mut embed_tokens = Vec::with_capacity(docs.len());
+        let mut state_tokens = Vec::with_capacity(docs.len());
+        for (d, id) in docs.iter().zip(&ids) {
+            let mut t = tok.encode(&d.text);
+            if t.len() + 1 > max {
+                if !cfg.truncate {
+                    return Err(Error::TooLong { id: id.clone(), tokens: t.len() + 1, max });
+                }
+                t.truncate(max - 1);
+            }
+            t.push(crate::tokenizer::EOS_TOKEN);
+            embed_tokens.push(t);
+            if inner.codec.is_some() {
+                let mut s = tok.encode(&offline_document_text(&d.text));
+                let limit = max + 32;
+                if s.len() > limit {
+                    // Truncation keeps the template's trailing newline so queries resume the same way.
+                    s.truncate(limit - 1);
+                    s.extend(tok.encode("\n"));
+                }
+                state_tokens.push(s);
+            }
+        }
+        let refs: Vec<&[u32]> = embed_tokens.iter().map(Vec::as_slice).collect();
+        let embeddings = inner.runtime.embed(&refs)?;
+        let states = match (&inner.codec, &inner.prefix) {
+            (Some(_), Some(prefix)) => {
+                let mut starts = Vec::with_capacity(state_tokens.len());
+                let mut rests: Vec<&[u32]> = Vec::with_capacity(state_tokens.len());
+                for s in &state_tokens {
+                    match prefix.find(s) {
+                        Some((len, st)) => {
+                            starts.push(st.clone());
+                            rests.push(&s[*len..]);
+                        }
+                        None => {
+                            let rt = &inner.runtime;
+                            starts.push(ModelState::zeros(rt.state_layers(), rt.config().width));
+                            rests.push(s);
+                        }
+                    }
+                }
+                Some(inner.runtime.resume_states(starts, &rests)?)
+            }
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(docs.len());
+        let mut total_tokens = 0;
+        for (i, (d, id)) in docs.into_iter().zip(ids).enumerate() {
+            let mut emb = embeddings[i].clone();
+            normalise(&mut emb);
+            let metadata = d.metadata.unwrap_or(Value::Null);
+            let state = match (&states, &inner.codec) {
+                (Some(s), Some(codec)) => Some(codec.encode(&s[i])?),
+                _ => None,
+            };
+            total_tokens += embed_tokens[i].len();
+            out.push(Prepared {
+                record: DocRecord {
+                    id: id.clone(),
+                    text: d.text,
+                    metadata: metadata.to_string(),
+                    embedding: emb,
+                    tokens: embed_tokens[i].len() as u32,
+                },
+                id,
+                metadata,
+                state,
+            });
+        }
+        Ok((out, total_tokens))
+    }
+
+    fn write(&self, docs: Vec<NewDocument>, replace: bool) -> Result<InsertReport> {
+        if docs.is_empty() {
+            return Ok(InsertReport::default());
+        }
+        // Model inference runs before taking the write lock: writers only serialise on the commit.
+        let (prepared, tokens) = self.prepare(docs)?;
+        let inner = &self.inner;
+        let _w = inner.write_lock.lock();
+        let mut record = inner.record.read().clone();
+        let mut replaced_keys = Vec::new();
+        let mut new_keys = Vec::with_capacity(prepared.len());
+        let mut txn = inner.db.begin_write().map_err(store::StoreError::from)?;
+        if !inner.durable {
+            txn.set_durability(redb::Durability::None).map_err(|e| Error::Store(store::StoreError::Redb(e.into())))?;
+        }
+        {
+            let t = &inner.tables;
+            let mut docs_t = txn.open_table(t.docs()).map_err(store::StoreError::from)?;
+            let mut ids_t = txn.open_table(t.ids()).map_err(store::StoreError::from)?;
+            let mut states_t = txn.open_table(t.states()).map_err(store::StoreError::from)?;
+            let mut meta_t = txn.open_table(t.meta()).map_err(store::StoreError::from)?;
+            for p in &prepared {
+                let old = ids_t.get(p.id.as_str()).map_err(store::StoreError::from)?.map(|v| v.value());
+                if let Some(old) = old {
+                    if !replace {
+                        // Dropping the transaction without commit discards the whole batch.
+                        return Err(Error::DuplicateId(p.id.clone()));
+                    }
+                    docs_t.remove(old).map_err(store::StoreError::from)?;
+                    states_t.remove(old).map_err(store::StoreError::from)?;
+                    meta_t.remove(old).map_err(store::StoreError::from)?;
+                    replaced_keys.push(old);
+                }
+                let key = record.next_key;
+                record.next_key += 1;
+                docs_t.insert(key, p.record.encode().as_slice()).map_err(store::StoreError::from)?;
+                ids_t.insert(p.id.as_str(), key).map_err(store::StoreError::from)?;
+                if let Some(s) = &p.state {
+                    states_t.insert(key, s.as_slice()).map_err(store::StoreError::from)?;
+                }
+                meta_t.insert(key, p.metadata.to_string().as_bytes()).map_err(store::StoreError::from)?;
+                new_keys.push(key);
+            }
+            let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
+            cols.insert(record.name.as_str(), store::collection_bytes(&record).as_slice())
+                .map_err(store::StoreError::from)?;
+        }
+        txn.commit().map_err(store::StoreError::from)?;
+        *inner.record.write() = record;
+
+        // The store is committed; bring the in-memory index and metadata up to date.
+        {
+            let index = inner.index.read();
+            let mut meta = inner.metadata.write();
+            for k in &replaced_keys {
+                index.delete(*k);
+                meta.remove(k);
+            }
+            let items: Vec<(u64, Vec<f32>)> =
+                new_keys.iter().zip(&prepared).map(|(&k, p)| (k, p.record.embedding.clone())).collect();
+            index.insert_batch(&items)?;
+            for (k, p) in new_keys.iter().zip(&prepared) {
+                meta.insert(*k, Arc::new(p.metadata.clone()));
+            }
+        }
+        self.maybe_rebuild_index()?;
+        Ok(InsertReport { ids: prepared.into_iter().map(|p| p.id).collect(), tokens, replaced: replaced_keys.len() })
+    }
+
+    /// Deletes documents by id; unknown ids are reported, not an error.
+    pub fn delete(&self, ids: &[&str]) -> Result<DeleteReport> {
+        let inner = &self.inner;
+        let _w = inner.write_lock.lock();
+        let record = inner.record.read().clone();
+        let mut report = DeleteReport::default();
+        let mut keys = Vec::new();
+        let txn = inner.db.begin_write().map_err(store::StoreError::from)?;
+        {
+            let t = &inner.tables;
+            let mut docs_t = txn.open_table(t.docs()).map_err(store::StoreError::from)?;
+            let mut ids_t = txn.open_table(t.ids()).map_err(store::StoreError::from)?;
+            let mut states_t = txn.open_table(t.states()).map_err(store::StoreError::from)?;
+            let mut meta_t = txn.open_table(t.meta()).map_err(store::StoreError::from)?;
+            for id in ids {
+                let key = ids_t.remove(*id).map_err(store::StoreError::from)?.map(|v| v.value());
+                match key {
+                    Some(key) => {
+                        docs_t.remove(key).map_err(store::StoreError::from)?;
+                        states_t.remove(key).map_err(store::StoreError::from)?;
+                        meta_t.remove(key).map_err(store::StoreError::from)?;
+                        keys.push(key);
+                        report.deleted.push((*id).to_string());
+                    }
+                    None => report.missing.push((*id).to_string()),
+                }
+            }
+            let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
+            cols.insert(record.name.as_str(), store::collection_bytes(&record).as_slice())
+                .map_err(store::StoreError::from)?;
+        }
+        txn.commit().map_err(store::StoreError::from)?;
+        *inner.record.write() = record;
+        {
+            let index = inner.index.read();
+            let mut meta = inner.metadata.write();
+            for k in &keys {
+                index.delete(*k);
+                meta.remove(k);
+            }
+        }
+        drop(_w);
+        self.maybe_rebuild_index()?;
+        Ok(report)
+    }
+
+    /// Rebuilds the ANN index from the store when tombstones pass the index's threshold.
+    fn maybe_rebuild_index(&self) -> Result<()> {
+        if !self.inner.index.read().needs_rebuild() {
+            return Ok(());
+        }
+        self.rebuild_index()
+    }
+
+    /// Rebuilds the ANN index from the stored embeddings.
+    pub fn rebuild_index(&self) -> Result<()> {
+        let inner = &self.inner;
+        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
+        let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
+        let mut items = Vec::new();
+        for e in docs.iter().map_err(store::StoreError::from)? {
+            let (k, v) = e.map_err(store::StoreError::from)?;
+            if let Ok(rec) = DocRecord::decode(v.value(), || format!("document key {}", k.value())) {
+                items.push((k.value(), rec.embedding));
+            }
+        }
+        let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
+        let index = AnnIndex::rebuild(items.into_iter(), inner.runtime.config().width, params)?;
+        *inner.index.write() = index;
+        Ok(())
+    }
+
+    /// Fetches a document by id.
+    pub fn get(&self, id: &str) -> Result<Option<Document>> {
+        let inner = &self.inner;
+        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
+        let ids = match r.open_table(inner.tables.ids()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(store::StoreError::from(e).into()),
+        };
+        let Some(key) = ids.get(id).map_err(store::StoreError::from)?.map(|v| v.value()) else { return Ok(None) };
+        let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
+        let Some(raw) = docs.get(key).map_err(store::StoreError::from)? else { return Ok(None) };
+        let rec = DocRecord::decode(raw.value(), || format!("document {id:?}"))?;
+        Ok(Some(Document {
+            id: rec.id,
+            text: rec.text,
+            metadata: serde_json::from_str(&rec.metadata).unwrap_or(Value::Null),
+        }))
+    }
+
+    /// Runs a query: ANN candidates, then reranking as `opts.rerank` says.
+    pub fn query(&self, text: &str, opts: &QueryOptions) -> Result<QueryResult> {
+        let inner = &self.inner;
+        let mut result = QueryResult::default();
+        if opts.top_k == 0 {
+            return Ok(result);
+        }
+        if text.trim().is_empty() {
+            return Err(Error::InvalidInput("empty query".into()));
+        }
+        let tok = Tokenizer::world();
+        let t0 = Instant::now();
+        let qtokens = tok.encode_with_eos(text);
+        let mut q = inner.runtime.embed(&[&qtokens])?.remove(0);
+        normalise(&mut q);
+        let t1 = Instant::now();
+
+        let k = opts.candidates.max(opts.top_k);
+        let ef = opts.ef.unwrap_or(inner.record.read().config.hnsw_ef_search).max(k);
+        let candidates = {
+            let meta = inner.metadata.read();
+            let index = inner.index.read();
+            match &opts.filter {
+                Some(f) => {
+                    let pred = |key: u64| meta.get(&key).is_some_and(|m| f.matches(m));
+                    index.search(&q, k, ef, Some(&pred))?
+                }
+                None => index.search(&q, k, ef, None)?,
+            }
+        };
+        let t2 = Instant::now();
+
+        // Load records (and states) in one read transaction.
+        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
+        let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
+        let want_states = opts.rerank == Rerank::Offline && inner.codec.is_some();
+        let states_t = if want_states {
+            Some(r.open_table(inner.tables.states()).map_err(store::StoreError::from)?)
+        } else {
+            None
+        };
+        let mut rows: Vec<(DocRecord, f32, Option<ModelState>)> = Vec::with_capacity(candidates.len());
+        for (key, sim) in candidates {
+            let Some(raw) = docs.get(key).map_err(store::StoreError::from)? else { continue };
+            let rec = match DocRecord::decode(raw.value(), || format!("document key {key}")) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    result.skipped.push((format!("key {key}"), e.to_string()));
+                    continue;
+                }
+            };
+            let state = match (&states_t, &inner.codec) {
+                (Some(st), Some(codec)) => match st.get(key).map_err(store::StoreError::from)? {
+                    Some(blob) => match codec.decode(blob.value()) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            result.skipped.push((rec.id.clone(), format!("state: {e}")));
+                            continue;
+                        }
+                    },
+                    None => {
+                        result.skipped.push((rec.id.clone(), "state missing".into()));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            rows.push((rec, sim, state));
+        }
+        drop(docs);
+        drop(states_t);
+        drop(r);
+        let t3 = Instant::now();
+
+        let logits: Option<Vec<f32>> = match opts.rerank {
+            Rerank::None => None,
+            _ if !inner.runtime.has_reranker() => return Err(Error::Config("this collection has no reranker".into())),
+            _ if rows.is_empty() => Some(Vec::new()),
+            Rerank::Offline => {
+                let q = tok.encode_with_eos(&offline_query_text(text));
+                let queries: Vec<&[u32]> = rows.iter().map(|_| q.as_slice()).collect();
+                let states: Vec<ModelState> = rows.iter_mut().filter_map(|r| r.2.take()).collect();
+                Some(inner.runtime.resume_and_score(states, &queries)?)
+            }
+            Rerank::Online => {
+                let seqs: Vec<Vec<u32>> =
+                    rows.iter().map(|r| tok.encode_with_eos(&online_text(&r.0.text, text))).collect();
+                let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+                Some(inner.runtime.online_scores(&refs)?)
+            }
+        };
+        let t4 = Instant::now();
+
+        let mut hits: Vec<Hit> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (rec, sim, _))| {
+                let logit = logits.as_ref().map(|l| l[i]);
+                Hit {
+                    id: rec.id,
+                    similarity: sim,
+                    logit,
+                    probability: logit.map(sigmoid),
+                    text: rec.text,
+                    metadata: serde_json::from_str(&rec.metadata).unwrap_or(Value::Null),
+                }
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            let ka = a.logit.unwrap_or(a.similarity);
+            let kb = b.logit.unwrap_or(b.similarity);
+            kb.total_cmp(&ka)
+        });
+        hits.truncate(opts.top_k);
+        result.hits = hits;
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        result.timings_ms = [ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)];
+        Ok(result)
+    }
+}
+
+/// Collection statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionStats {
+    /// Collection name.
+    pub name: String,
+    /// Live documents.
+    pub documents: u64,
+    /// Mean bytes of a document record (text, metadata, embedding).
+    pub doc_bytes_per_document: f64,
+    /// Mean bytes of an encoded state.
+    pub state_bytes_per_document: f64,
+    /// Mean tokens per document.
+    pub tokens_per_document: f64,
+    /// State precision preset.
+    pub state_preset: String,
+    /// Embedder layers kept per state, and the layers the reranker reads.
+    pub state_layers: usize,
+    /// See `state_layers`.
+    pub reranker_layers: Vec<usize>,
+    /// HNSW parameters: M, ef_construction, ef_search.
+    pub hnsw: [usize; 3],
+    /// Entries and tombstones in the ANN index.
+    pub index_entries: usize,
+    /// See `index_entries`.
+    pub index_tombstones: usize,
+    /// Model fingerprint.
+    pub fingerprint: String,
+    /// On-disk format version.
+    pub format_version: u32,
+    /// Database file size in bytes.
+    pub file_bytes: u64,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CheckReport {
+    /// Documents examined.
+    pub documents: u64,
+    /// One line per problem, naming the document.
+    pub problems: Vec<String>,
+    /// Ids of damaged documents.
+    pub damaged_ids: Vec<String>,
+}
+
+impl Collection {
+    /// Whether a document with this id exists.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        let r = self.inner.db.begin_read().map_err(store::StoreError::from)?;
+        let t = r.open_table(self.inner.tables.ids()).map_err(store::StoreError::from)?;
+        Ok(t.get(id).map_err(store::StoreError::from)?.is_some())
+    }
+
+    /// Sizes, counts and parameters.
+    pub fn stats(&self) -> Result<CollectionStats> {
+        let inner = &self.inner;
+        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
+        let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
+        let states = r.open_table(inner.tables.states()).map_err(store::StoreError::from)?;
+        let (mut n, mut doc_bytes, mut tokens) = (0u64, 0u64, 0u64);
+        for e in docs.iter().map_err(store::StoreError::from)? {
+            let (_, v) = e.map_err(store::StoreError::from)?;
+            n += 1;
+            doc_bytes += v.value().len() as u64;
+            if let Ok(rec) = DocRecord::decode(v.value(), String::new) {
+                tokens += u64::from(rec.tokens);
+            }
+        }
+        let mut state_bytes = 0u64;
+        for e in states.iter().map_err(store::StoreError::from)? {
+            let (_, v) = e.map_err(store::StoreError::from)?;
+            state_bytes += v.value().len() as u64;
+        }
+        let per = |x: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
+        let rec = inner.record.read().clone();
+        let index = inner.index.read();
+        Ok(CollectionStats {
+            name: rec.name,
+            documents: n,
+            doc_bytes_per_document: per(doc_bytes),
+            state_bytes_per_document: per(state_bytes),
+            tokens_per_document: per(tokens),
+            state_preset: rec.config.state_preset.clone(),
+            state_layers: inner.runtime.state_layers(),
+            reranker_layers: inner.runtime.reranker_layers().to_vec(),
+            hnsw: [rec.config.hnsw_m, rec.config.hnsw_ef_construction, rec.config.hnsw_ef_search],
+            index_entries: index.len(),
+            index_tombstones: index.tombstones(),
+            fingerprint: rec.fingerprint,
+            format_version: store::FORMAT_VERSION,
+            file_bytes: 0,
+        })
+    }
+
+    /// Verifies every record's checksum, every state, and that ids, documents and the ANN index
+    /// agree. Damage is reported with the affected ids; nothing is modified.
+    pub fn check(&self) -> Result<CheckReport> {
+        let inner = &self.inner;
+        let mut report = CheckReport::default();
+        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
+        let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
+        let ids = r.open_table(inner.tables.ids()).map_err(store::StoreError::from)?;
+        let states = r.open_table(inner.tables.states()).map_err(store::StoreError::from)?;
+        let mut keys_by_ids = HashMap::new();
+        for e in ids.iter().map_err(store::StoreError::from)? {
+            let (k, v) = e.map_err(store::StoreError::from)?;
+            keys_by_ids.insert(v.value(), k.value().to_string());
+        }
+        let mut doc_keys = HashSet::new();
+        for e in docs.iter().map_err(store::StoreError::from)? {
+            let (k, v) = e.map_err(store::StoreError::from)?;
+            let key = k.value();
+            doc_keys.insert(key);
+            report.documents += 1;
+            let id = keys_by_ids.get(&key).cloned().unwrap_or_else(|| format!("key {key}"));
+            let mut damaged = false;
+            match DocRecord::decode(v.value(), || format!("document {id:?}")) {
+                Ok(rec) if rec.id != id => {
+                    report.problems.push(format!("document {id:?}: record holds id {:?}", rec.id));
+                    damaged = true;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    damaged = true;
+                }
+            }
+            if let Some(codec) = &inner.codec {
+                match states.get(key).map_err(store::StoreError::from)? {
+                    Some(blob) => {
+                        if let Err(e) = codec.decode(blob.value()) {
+                            report.problems.push(format!("state of document {id:?}: {e}"));
+                            damaged = true;
+                        }
+                    }
+                    None => {
+                        report.problems.push(format!("document {id:?} has no state"));
+                        damaged = true;
+                    }
+                }
+            }
+            if !keys_by_ids.contains_key(&key) {
+                report.problems.push(format!("document key {key} has no id entry"));
+            }
+            if damaged {
+                report.damaged_ids.push(id);
+            }
+        }
+        for (key, id) in &keys_by_ids {
+            if !doc_keys.contains(key) {
+                report.problems.push(format!("id {id:?} points to missing document key {key}"));
+            }
+        }
+        let live = inner.index.read().len();
+        if live != doc_keys.len() {
+            report.problems.push(format!("ANN index holds {live} entries, the store {} documents", doc_keys.len()));
+        }
+        Ok(report)
+    }
+}
+
+/// A random 128-bit hex id for documents inserted without one.
+fn generate_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,43 @@
+//! Measures this machine's fp32 GEMM ceiling through ONNX Runtime's own `MatMul`, the kernel the
+//! model graphs use, so throughput can be reported as a fraction of what the hardware delivers.
+
+use std::time::Instant;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::onnx::{Dim, ElemType, Graph};
+use super::{ort_env, ModelError};
+
+/// Best GFLOP/s of `[n, n] x [n, n]` over `reps` runs, with `threads` intra-op threads (0 = all).
+pub fn gemm_gflops(n: usize, reps: usize, threads: usize) -> Result<f64, ModelError> {
+    let (_, env) = ort_env::ensure_loaded(None)?;
+    let mut g = Graph::new();
+    let x = g.input("x", ElemType::F32, &[Dim::Fixed(n as i64), Dim::Fixed(n as i64)]);
+    let w: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+    let w = g.weight("w", &[n, n], &w);
+    let y = g.node("MatMul", &[&x, &w], &[]);
+    g.output(&y, "y", ElemType::F32, &[Dim::Fixed(n as i64), Dim::Fixed(n as i64)]);
+    let bytes = g.into_model(17, &[]);
+    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |t| t.get()) } else { threads };
+    let err = |e: ort::Error| ModelError::Ort(e.to_string());
+    let mut session = Session::builder(&env)
+        .map_err(err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| ModelError::Ort(e.to_string()))?
+        .with_intra_threads(threads)
+        .map_err(|e| ModelError::Ort(e.to_string()))?
+        .commit_from_memory(&bytes)
+        .map_err(err)?;
+    let input: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) + 1 {
+        let t = Tensor::from_array((vec![n, n], input.clone())).map_err(err)?;
+        let start = Instant::now();
+        let out = session.run(vec![("x", t)]).map_err(err)?;
+        best = best.min(start.elapsed().as_secs_f64());
+        drop(out);
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
