@@ -170,9 +170,9 @@ pub fn synth_reranker(cfg: &SynthConfig) -> StateDict {
         w.block("reranker.", i, n, c, lora);
     }
     w.ln("reranker.ln_out", c);
-    w.matrix("reranker.head.0.weight".into(), c, c, c, 1.0);
+    w.matrix("reranker.head.0.weight".into(), c, c, c, 2.0);
     w.put("reranker.head.0.bias".into(), vec![c], |r, _| 0.1 * r.sym());
-    w.matrix("reranker.head.2.weight".into(), 1, c, c, 2.0);
+    w.matrix("reranker.head.2.weight".into(), 1, c, c, 6.0);
     let mut sd = w.sd;
     sd.ints.insert("reranker_layer_idx".into(), cfg.reranker_layers.iter().map(|&l| l as i64).collect());
     sd
