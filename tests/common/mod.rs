@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod reference;
+
+use rwkvdb::checkpoint::synth::{synth_embedder, synth_reranker, SynthConfig};
+use rwkvdb::checkpoint::{self, StateDict, StoredDType};
+use rwkvdb::model::{EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions};
+
+/// A small synthetic pair: 4 layers, width 128, reranker reading layers 1 and 2.
+pub fn small_config() -> SynthConfig {
+    SynthConfig { layers: 4, width: 128, reranker_layers: vec![1, 2], seed: 3, ..SynthConfig::default() }
+}
+
+/// State dicts of the small pair.
+pub fn small_pair() -> (StateDict, StateDict) {
+    let cfg = small_config();
+    (synth_embedder(&cfg), synth_reranker(&cfg))
+}
+
+/// A runtime over the small pair.
+pub fn small_runtime(opts: &RuntimeOptions) -> Runtime {
+    let (e, r) = small_pair();
+    Runtime::new(
+        EmbedderWeights::from_state_dict(&e).unwrap(),
+        Some(RerankerWeights::from_state_dict(&r).unwrap()),
+        opts,
+    )
+    .unwrap()
+}
+
+/// Writes the small pair as `.pth` files into `dir` and returns their paths.
+pub fn write_small_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (e, r) = small_pair();
+    let (pe, pr) = (dir.join("emb.pth"), dir.join("rr.pth"));
+    checkpoint::pth::write(&pe, &e, StoredDType::F32).unwrap();
+    checkpoint::pth::write(&pr, &r, StoredDType::F32).unwrap();
+    (pe, pr)
+}
+
+/// Largest absolute difference.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// `v / |v|`.
+pub fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
