@@ -14,10 +14,10 @@ use super::CliResult;
 const CORPUS: &str = include_str!("../../docs/demo/corpus.jsonl");
 
 const QUESTIONS: &[&str] = &[
-    "What is the boiling point of water at sea level?",
-    "Who wrote Pride and Prejudice?",
-    "How do vaccines train the immune system?",
-    "What is a black hole?",
+    "How do I compress data?",
+    "How can I read and write CSV files?",
+    "Which module implements a priority queue?",
+    "How do I compute a SHA-256 hash?",
 ];
 
 #[derive(Args)]
