@@ -38,6 +38,9 @@ fn file_err(p: &Path) -> impl FnOnce(checkpoint::CheckpointError) -> Error + '_ 
     move |source| Error::ModelFile { path: p.to_path_buf(), source }
 }
 
+/// Embedder and reranker paths identifying a loaded model.
+type ModelKey = (PathBuf, Option<PathBuf>);
+
 /// A loaded model pair and its fingerprint, shared by the collections that use it.
 struct LoadedModel {
     runtime: Arc<Runtime>,
@@ -49,7 +52,7 @@ pub struct Database {
     path: PathBuf,
     db: Arc<RedbDatabase>,
     opts: OpenOptions,
-    models: Mutex<HashMap<(PathBuf, Option<PathBuf>), Arc<LoadedModel>>>,
+    models: Mutex<HashMap<ModelKey, Arc<LoadedModel>>>,
     open: Mutex<HashMap<String, Collection>>,
 }
 

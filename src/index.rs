@@ -16,6 +16,12 @@ use hnsw_rs::hnsw::Hnsw;
 use hnsw_rs::prelude::Distance;
 use parking_lot::RwLock;
 
+/// Points inserted one at a time before parallel inserts are used.
+const SEQUENTIAL_PREFIX: usize = 512;
+/// Below this many points a search is an exact scan: as fast as the graph at this size, and
+/// immune to its blind spots.
+pub const EXACT_BELOW: usize = 10_000;
+
 /// HNSW parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexParams {
@@ -134,6 +140,28 @@ pub struct AnnIndex {
     tombstones: RwLock<HashSet<u64>>,
     /// Keys ever inserted (live + tombstoned).
     inserted: RwLock<HashSet<u64>>,
+    /// Points the graph cannot reach (a search for their own vector misses them): hnsw_rs's
+    /// pruning can leave a newly inserted outlier with no incoming link. They are scanned exactly
+    /// on every search and merged in.
+    orphans: RwLock<HashSet<u64>>,
+    /// Our own copy of the unit vectors, for exact scans. (Iterating hnsw_rs's points takes
+    /// nested read locks that deadlock against a concurrent insert, so the graph's copy is not
+    /// used for that.)
+    vectors: RwLock<Vectors>,
+}
+
+/// Unit vectors by key, stored contiguously for fast scans.
+#[derive(Default)]
+struct Vectors {
+    keys: Vec<u64>,
+    flat: Vec<f32>,
+    slot: std::collections::HashMap<u64, usize>,
+}
+
+impl Vectors {
+    fn get(&self, key: u64, dim: usize) -> Option<&[f32]> {
+        self.slot.get(&key).and_then(|&i| self.flat.get(i * dim..(i + 1) * dim))
+    }
 }
 
 fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, IndexError> {
@@ -155,7 +183,15 @@ impl AnnIndex {
     pub fn new(dim: usize, params: IndexParams) -> Self {
         let m = params.m.clamp(2, 255);
         let hnsw = Hnsw::new(m, params.max_elements.max(1000), 16, params.ef_construction.max(m), DotDistance);
-        Self { dim, params, hnsw, tombstones: RwLock::new(HashSet::new()), inserted: RwLock::new(HashSet::new()) }
+        Self {
+            dim,
+            params,
+            hnsw,
+            tombstones: RwLock::new(HashSet::new()),
+            inserted: RwLock::new(HashSet::new()),
+            orphans: RwLock::new(HashSet::new()),
+            vectors: RwLock::new(Vectors::default()),
+        }
     }
 
     /// The parameters.
@@ -188,21 +224,63 @@ impl AnnIndex {
             .iter()
             .map(|(k, v)| Ok((normalised(v, self.dim)?, *k as usize)))
             .collect::<Result<_, IndexError>>()?;
-        let refs: Vec<(&Vec<f32>, usize)> = normed.iter().map(|(v, k)| (v, *k)).collect();
-        if refs.len() > 16 {
-            self.hnsw.parallel_insert(&refs);
-        } else {
-            for (v, k) in &refs {
-                self.hnsw.insert((v.as_slice(), *k));
+        {
+            let mut vs = self.vectors.write();
+            for (v, k) in &normed {
+                let key = *k as u64;
+                if let Some(&i) = vs.slot.get(&key) {
+                    vs.flat[i * self.dim..(i + 1) * self.dim].copy_from_slice(v);
+                } else {
+                    let i = vs.keys.len();
+                    vs.keys.push(key);
+                    vs.flat.extend_from_slice(v);
+                    vs.slot.insert(key, i);
+                }
             }
         }
-        let mut ins = self.inserted.write();
-        let mut tomb = self.tombstones.write();
-        for (k, _) in items {
-            ins.insert(*k);
-            tomb.remove(k);
+        let refs: Vec<(&Vec<f32>, usize)> = normed.iter().map(|(v, k)| (v, *k)).collect();
+        // hnsw_rs's parallel insert into a young graph can leave points unreachable (seen with
+        // tightly clustered vectors): the first SEQUENTIAL_PREFIX points go in one by one.
+        let sequential = SEQUENTIAL_PREFIX.saturating_sub(self.hnsw.get_nb_point()).min(refs.len());
+        for (v, k) in &refs[..sequential] {
+            self.hnsw.insert((v.as_slice(), *k));
         }
+        if refs.len() > sequential {
+            self.hnsw.parallel_insert(&refs[sequential..]);
+        }
+        {
+            let mut ins = self.inserted.write();
+            let mut tomb = self.tombstones.write();
+            for (k, _) in items {
+                ins.insert(*k);
+                tomb.remove(k);
+            }
+        }
+        self.find_orphans(&normed);
         Ok(())
+    }
+
+    /// Searches the graph for each new vector; those that do not find themselves are orphans.
+    fn find_orphans(&self, items: &[(Vec<f32>, usize)]) {
+        use rayon::prelude::*;
+        let ef = self.params.ef_search.max(16);
+        let lost: Vec<u64> = items
+            .par_iter()
+            .filter(|(v, k)| {
+                let hit = self.hnsw.search(v, 1, ef);
+                // An identical vector under another key is as good as finding itself.
+                hit.first().is_none_or(|n| n.d_id != *k && n.distance > 1e-6)
+            })
+            .map(|(_, k)| *k as u64)
+            .collect();
+        if !lost.is_empty() {
+            self.orphans.write().extend(lost);
+        }
+    }
+
+    /// Points found unreachable in the graph (scanned exactly on every search).
+    pub fn orphans(&self) -> usize {
+        self.orphans.read().len()
     }
 
     /// Marks a key deleted: it is never returned again.
@@ -214,7 +292,8 @@ impl AnnIndex {
 
     /// Live entries.
     pub fn len(&self) -> usize {
-        self.inserted.read().len() - self.tombstones.read().len()
+        let inserted = self.inserted.read().len();
+        inserted - self.tombstones.read().len()
     }
 
     /// True when no live entry exists.
@@ -229,8 +308,9 @@ impl AnnIndex {
 
     /// Whether tombstones exceed 20% of the graph (and 1,000 entries): time to rebuild.
     pub fn needs_rebuild(&self) -> bool {
+        let inserted = self.inserted.read().len();
         let t = self.tombstones();
-        t > 1000 && t * 5 > self.inserted.read().len()
+        t > 1000 && t * 5 > inserted
     }
 
     /// The `k` nearest live entries to `query` passing `filter`, as `(key, cosine similarity)`,
@@ -246,8 +326,13 @@ impl AnnIndex {
         if k == 0 || self.is_empty() {
             return Ok(Vec::new());
         }
+        // Lock order everywhere: `inserted` before `tombstones`.
+        let inserted = self.inserted.read().len();
         let tomb = self.tombstones.read();
         let keep = |id: &usize| !tomb.contains(&(*id as u64)) && filter.is_none_or(|f| f(*id as u64));
+        if inserted < EXACT_BELOW {
+            return Ok(self.exact(&q, k, &keep));
+        }
         let mut ef = ef.max(k);
         let mut hits;
         loop {
@@ -257,7 +342,7 @@ impl AnnIndex {
                 self.hnsw.search_filter(&q, k, ef, Some(&keep))
             };
             // Short of k: widen the beam a few times before falling back to an exact scan.
-            if hits.len() >= k || ef >= 4096 || ef >= self.inserted.read().len() {
+            if hits.len() >= k || ef >= 4096 || ef >= inserted {
                 break;
             }
             ef *= 4;
@@ -265,19 +350,32 @@ impl AnnIndex {
         if hits.len() < k && (filter.is_some() || !tomb.is_empty()) {
             return Ok(self.exact(&q, k, &keep));
         }
-        Ok(hits.into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance)).collect())
+        let mut out: Vec<(u64, f32)> = hits.into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance)).collect();
+        let orphans = self.orphans.read();
+        if !orphans.is_empty() {
+            let seen: HashSet<u64> = out.iter().map(|h| h.0).collect();
+            let vs = self.vectors.read();
+            for &key in orphans.iter() {
+                if let Some(v) = vs.get(key, self.dim).filter(|_| keep(&(key as usize)) && !seen.contains(&key)) {
+                    out.push((key, dot(&q, v)));
+                }
+            }
+            out.sort_by(|a, b| b.1.total_cmp(&a.1));
+            out.truncate(k);
+        }
+        Ok(out)
     }
 
     /// Exact search over every stored vector.
     fn exact(&self, q: &[f32], k: usize, keep: &dyn Fn(&usize) -> bool) -> Vec<(u64, f32)> {
-        let mut all: Vec<(u64, f32)> = Vec::new();
-        let mut seen = HashSet::new();
-        for p in self.hnsw.get_point_indexation() {
-            let id = p.get_origin_id();
-            if keep(&id) && seen.insert(id) {
-                all.push((id as u64, dot(q, p.get_v())));
-            }
-        }
+        let vs = self.vectors.read();
+        let mut all: Vec<(u64, f32)> = vs
+            .keys
+            .iter()
+            .zip(vs.flat.chunks_exact(self.dim))
+            .filter(|(key, _)| keep(&(**key as usize)))
+            .map(|(key, v)| (*key, dot(q, v)))
+            .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1));
         all.truncate(k);
         all

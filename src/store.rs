@@ -230,7 +230,10 @@ pub fn open_file(path: &Path, create: bool) -> Result<Database, StoreError> {
     };
     let db = db.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_path_buf() },
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StoreError::Redb(redb::Error::Io(io)),
+        // redb reports a foreign file (bad magic) as InvalidData; other I/O errors stay I/O errors.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+            StoreError::Redb(redb::Error::Io(io))
+        }
         other => StoreError::NotADatabase { path: path.to_path_buf(), reason: other.to_string() },
     })?;
 

@@ -180,8 +180,7 @@ impl Tokenizer {
             }
             let mut best = (0u32, 1usize);
             let mut i = pos + 1;
-            loop {
-                let Some(n) = self.nodes.get(node as usize) else { break };
+            while let Some(n) = self.nodes.get(node as usize) {
                 if n.token != 0 {
                     best = (n.token, i - pos);
                 }

@@ -160,7 +160,7 @@ pub fn synth_embedder(cfg: &SynthConfig) -> StateDict {
 
 /// The paired reranker (`reranker.*` + `reranker_layer_idx`); seeded differently from the embedder.
 pub fn synth_reranker(cfg: &SynthConfig) -> StateDict {
-    let mut rng = Rng(cfg.seed ^ 0x5EED_0F_8E8A_4E8E);
+    let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_8E8A_4E8E);
     let c = cfg.width;
     let lora = cfg.lora_dims();
     let n = cfg.reranker_layers.len().max(1);

@@ -39,6 +39,9 @@ pub struct LoraDims {
     pub g: usize,
 }
 
+/// A bias vector and its two low-rank factors (`x0`, `x1` `[C, D]`, `x2` `[D, C]`).
+pub type LowRank = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// One RWKV-7 block: time mix (attention-like) and channel mix (MLP-like).
 #[derive(Debug, Clone)]
 pub struct BlockWeights {
@@ -49,11 +52,11 @@ pub struct BlockWeights {
     /// Token-shift mixing coefficients `x_r, x_w, x_k, x_v, x_a, x_g`, each `[C]`.
     pub mix: [Vec<f32>; 6],
     /// Decay bias `w0` `[C]`, projections `w1` `[C, Dw]`, `w2` `[Dw, C]`.
-    pub w: (Vec<f32>, Vec<f32>, Vec<f32>),
+    pub w: LowRank,
     /// In-context-rate bias and projections.
-    pub a: (Vec<f32>, Vec<f32>, Vec<f32>),
+    pub a: LowRank,
     /// Value-residual bias and projections (absent in block 0).
-    pub v: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    pub v: Option<LowRank>,
     /// Gate projections `g1` `[C, Dg]`, `g2` `[Dg, C]`.
     pub g: (Vec<f32>, Vec<f32>),
     /// `k_k`, `k_a` `[C]`.
@@ -211,7 +214,7 @@ fn load_block(
     let att = format!("{p}att.");
     let vec = |name: &str| k.get(&format!("{att}{name}"), &[c]);
     let mix = [vec("x_r")?, vec("x_w")?, vec("x_k")?, vec("x_v")?, vec("x_a")?, vec("x_g")?];
-    let lo = |name: &str, d: usize| -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), CheckpointError> {
+    let lo = |name: &str, d: usize| -> Result<LowRank, CheckpointError> {
         Ok((
             vec(&format!("{name}0"))?,
             k.get(&format!("{att}{name}1"), &[c, d])?,

@@ -1,0 +1,287 @@
+//! The database engine end to end: real redb files in temporary folders, real ONNX Runtime
+//! sessions on a small synthetic model, the real HNSW index.
+
+mod common;
+
+use std::sync::Arc;
+
+use redb::ReadableTable;
+
+use rwkvdb::{CollectionConfig, Database, Error, Filter, NewDocument, OpenOptions, QueryOptions, Rerank};
+use serde_json::json;
+
+fn doc(id: &str, text: &str, meta: serde_json::Value) -> NewDocument {
+    NewDocument { id: Some(id.into()), text: text.into(), metadata: Some(meta) }
+}
+
+fn corpus() -> Vec<NewDocument> {
+    (0..40)
+        .map(|i| {
+            doc(
+                &format!("d{i}"),
+                &format!("Document number {i} talks about topic {} and the number {}.", i % 4, i * 7),
+                json!({"topic": format!("t{}", i % 4), "n": i}),
+            )
+        })
+        .collect()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    emb: std::path::PathBuf,
+    rr: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (emb, rr) = common::write_small_pair(dir.path());
+    Fixture { dir, emb, rr }
+}
+
+impl Fixture {
+    fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("test.redb")
+    }
+    fn open(&self) -> Database {
+        Database::open(self.db_path(), OpenOptions::default()).unwrap()
+    }
+    fn config(&self) -> CollectionConfig {
+        CollectionConfig::new(&self.emb, Some(self.rr.clone()))
+    }
+}
+
+#[test]
+fn insert_get_query_delete_upsert_and_reopen() {
+    let f = fixture();
+    {
+        let db = f.open();
+        let c = db.create_collection("docs", f.config()).unwrap();
+        assert_eq!(c.count().unwrap(), 0);
+        assert!(c.query("anything", &QueryOptions::default()).unwrap().hits.is_empty(), "empty collection");
+        let r = c.insert(corpus()).unwrap();
+        assert_eq!(r.ids.len(), 40);
+        assert_eq!(c.count().unwrap(), 40);
+        let d = c.get("d3").unwrap().unwrap();
+        assert_eq!(d.metadata["n"], 3);
+
+        // The document's own text ranks itself first without reranking (cosine 1).
+        let own = corpus()[5].text.clone();
+        let r = c.query(&own, &QueryOptions { top_k: 3, rerank: Rerank::None, ..QueryOptions::default() }).unwrap();
+        assert_eq!(r.hits[0].id, "d5");
+        assert!((r.hits[0].similarity - 1.0).abs() < 1e-4);
+
+        // Offline and online rerank agree on scores (states stored with the default preset).
+        let opts = |rerank| QueryOptions { top_k: 10, candidates: 10, rerank, ..QueryOptions::default() };
+        let off = c.query("topic 2", &opts(Rerank::Offline)).unwrap();
+        let on = c.query("topic 2", &opts(Rerank::Online)).unwrap();
+        assert_eq!(off.hits.len(), 10);
+        for h in &off.hits {
+            let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
+            assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
+        }
+
+        // top_k beyond the count returns everything.
+        let all = c.query("topic", &QueryOptions { top_k: 100, candidates: 100, ..QueryOptions::default() }).unwrap();
+        assert_eq!(all.hits.len(), 40);
+
+        let del = c.delete(&["d1", "d2", "nope"]).unwrap();
+        assert_eq!(del.deleted, vec!["d1", "d2"]);
+        assert_eq!(del.missing, vec!["nope"]);
+        assert!(c.get("d1").unwrap().is_none());
+        let r = c
+            .query("Document number 1 talks", &QueryOptions { top_k: 40, candidates: 40, ..QueryOptions::default() })
+            .unwrap();
+        assert!(r.hits.iter().all(|h| h.id != "d1" && h.id != "d2"));
+        assert_eq!(r.hits.len(), 38);
+
+        let up = c.upsert(vec![doc("d3", "A replaced text about something else.", json!({"topic": "new"}))]).unwrap();
+        assert_eq!(up.replaced, 1);
+        assert_eq!(c.get("d3").unwrap().unwrap().text, "A replaced text about something else.");
+        assert_eq!(c.count().unwrap(), 38);
+        assert!(c.check().unwrap().problems.is_empty());
+    }
+    // Reopen: everything is still there, the index is rebuilt from the store.
+    let db = f.open();
+    let c = db.collection("docs").unwrap();
+    assert_eq!(c.count().unwrap(), 38);
+    assert_eq!(db.list_collections().unwrap().len(), 1);
+    let exact = QueryOptions { top_k: 1, rerank: Rerank::None, ..QueryOptions::default() };
+    let r = c.query("A replaced text about something else.", &exact).unwrap();
+    assert_eq!(r.hits[0].id, "d3");
+    assert!(c.check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn filters_run_inside_the_search_and_fill_k() {
+    let f = fixture();
+    let db = f.open();
+    let c = db.create_collection("docs", f.config()).unwrap();
+    c.insert(corpus()).unwrap();
+    let filter = Filter::parse(r#"{"topic": "t1", "n": {"$gte": 10}}"#).unwrap();
+    let r = c
+        .query("Document", &QueryOptions { top_k: 5, candidates: 5, filter: Some(filter), ..QueryOptions::default() })
+        .unwrap();
+    // t1 with n >= 10: n in {13, 17, 21, 25, 29, 33, 37} -> 7 matches, so 5 hits.
+    assert_eq!(r.hits.len(), 5);
+    for h in &r.hits {
+        assert_eq!(h.metadata["topic"], "t1");
+        assert!(h.metadata["n"].as_i64().unwrap() >= 10);
+    }
+    let rare = Filter::parse(r#"{"n": {"$in": [7, 8]}}"#).unwrap();
+    let r = c.query("x", &QueryOptions { top_k: 10, filter: Some(rare), ..QueryOptions::default() }).unwrap();
+    let mut ids: Vec<_> = r.hits.iter().map(|h| h.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["d7", "d8"]);
+}
+
+#[test]
+fn bad_input_is_rejected_and_nothing_of_the_batch_is_written() {
+    let f = fixture();
+    let db = f.open();
+    let mut cfg = f.config();
+    cfg.max_doc_tokens = 50;
+    let c = db.create_collection("docs", cfg).unwrap();
+    c.insert(vec![doc("a", "first", json!(null))]).unwrap();
+
+    let cases: Vec<(Vec<NewDocument>, fn(&Error) -> bool)> = vec![
+        (vec![doc("b", "ok", json!(null)), doc("c", "   ", json!(null))], |e| matches!(e, Error::InvalidInput(_))),
+        (vec![doc("b", "ok", json!(null)), doc("b", "dup", json!(null))], |e| matches!(e, Error::DuplicateId(_))),
+        (vec![doc("b", "ok", json!(null)), doc("a", "exists", json!(null))], |e| matches!(e, Error::DuplicateId(_))),
+        (vec![doc("b", "ok", json!(null)), doc("c", &"word ".repeat(200), json!(null))], |e| {
+            matches!(e, Error::TooLong { .. })
+        }),
+    ];
+    for (batch, is_expected) in cases {
+        let e = c.insert(batch).unwrap_err();
+        assert!(is_expected(&e), "unexpected error {e}");
+        assert_eq!(c.count().unwrap(), 1, "a failed batch must write nothing");
+        assert!(c.get("b").unwrap().is_none());
+    }
+    assert!(matches!(c.query("", &QueryOptions::default()), Err(Error::InvalidInput(_))));
+    assert!(matches!(db.create_collection("docs", f.config()), Err(Error::CollectionExists(_))));
+    assert!(matches!(db.collection("missing"), Err(Error::NoSuchCollection(_))));
+
+    // Truncation by option instead of rejection.
+    let mut cfg = f.config();
+    cfg.max_doc_tokens = 50;
+    cfg.truncate = true;
+    let t = db.create_collection("trunc", cfg).unwrap();
+    let r = t.insert(vec![doc("long", &"word ".repeat(200), json!(null))]).unwrap();
+    assert_eq!(r.tokens, 50);
+}
+
+#[test]
+fn other_model_is_refused_and_foreign_files_are_errors() {
+    let f = fixture();
+    {
+        let db = f.open();
+        db.create_collection("docs", f.config()).unwrap();
+    }
+    // Replace the embedder file with a different model: the fingerprint check must refuse it.
+    let other = rwkvdb::checkpoint::synth::SynthConfig { seed: 99, ..common::small_config() };
+    rwkvdb::checkpoint::pth::write(
+        &f.emb,
+        &rwkvdb::checkpoint::synth::synth_embedder(&other),
+        rwkvdb::checkpoint::StoredDType::F32,
+    )
+    .unwrap();
+    let db = f.open();
+    assert!(matches!(db.collection("docs"), Err(Error::ModelMismatch { .. })));
+    drop(db);
+
+    let junk = f.dir.path().join("junk.redb");
+    std::fs::write(&junk, b"this is not a database at all, just some bytes").unwrap();
+    let e = Database::open(&junk, OpenOptions::default()).err().unwrap();
+    assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::NotADatabase { .. })), "{e}");
+
+    let missing = f.dir.path().join("none.redb");
+    let opts = OpenOptions { create: false, ..OpenOptions::default() };
+    assert!(Database::open(&missing, opts).is_err());
+
+    // A model file of the wrong shape is a typed error naming the tensor.
+    let mut sd = common::small_pair().0;
+    sd.tensors.get_mut("rwkv.blocks.1.att.key.weight").unwrap().shape = vec![64, 256];
+    let e = rwkvdb::model::EmbedderWeights::from_state_dict(&sd).err().unwrap();
+    assert!(e.to_string().contains("rwkv.blocks.1.att.key.weight"), "{e}");
+}
+
+#[test]
+fn corrupted_state_is_skipped_and_reported() {
+    let f = fixture();
+    let db = f.open();
+    let c = db.create_collection("docs", f.config()).unwrap();
+    c.insert(corpus()).unwrap();
+    drop(c);
+    drop(db);
+    // Flip a byte inside d4's stored state through redb itself.
+    {
+        let raw = redb::Database::open(f.db_path()).unwrap();
+        let w = raw.begin_write().unwrap();
+        {
+            let ids: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("c1_ids");
+            let states: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("c1_states");
+            let key = w.open_table(ids).unwrap().get("d4").unwrap().unwrap().value();
+            let mut t = w.open_table(states).unwrap();
+            let mut blob = t.get(key).unwrap().unwrap().value().to_vec();
+            let mid = blob.len() / 2;
+            blob[mid] ^= 0x40;
+            t.insert(key, blob.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let db = f.open();
+    let c = db.collection("docs").unwrap();
+    let r =
+        c.query("Document number 4", &QueryOptions { top_k: 40, candidates: 40, ..QueryOptions::default() }).unwrap();
+    assert_eq!(r.hits.len(), 39);
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].0, "d4");
+    let report = c.check().unwrap();
+    assert_eq!(report.damaged_ids, vec!["d4"]);
+}
+
+#[test]
+fn readers_query_while_a_writer_inserts_and_deletes() {
+    let f = fixture();
+    let db = Arc::new(f.open());
+    let c = db.create_collection("docs", f.config()).unwrap();
+    c.insert(corpus()).unwrap();
+    std::thread::scope(|s| {
+        let writer = c.clone();
+        s.spawn(move || {
+            for round in 0..5 {
+                let batch: Vec<_> = (0..8)
+                    .map(|i| doc(&format!("w{round}-{i}"), &format!("Writer round {round} item {i}"), json!({})))
+                    .collect();
+                writer.insert(batch).unwrap();
+                writer.delete(&[&format!("w{round}-0")]).unwrap();
+            }
+        });
+        for _ in 0..2 {
+            let reader = c.clone();
+            s.spawn(move || {
+                for _ in 0..6 {
+                    let r =
+                        reader.query("Document number", &QueryOptions { top_k: 5, ..QueryOptions::default() }).unwrap();
+                    assert_eq!(r.hits.len(), 5);
+                    assert!(r.skipped.is_empty());
+                }
+            });
+        }
+    });
+    assert_eq!(c.count().unwrap(), 40 + 5 * 7);
+    assert!(c.check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn drop_collection_removes_everything() {
+    let f = fixture();
+    let db = f.open();
+    let c = db.create_collection("docs", f.config()).unwrap();
+    c.insert(corpus()).unwrap();
+    db.drop_collection("docs").unwrap();
+    assert!(db.list_collections().unwrap().is_empty());
+    assert!(matches!(db.collection("docs"), Err(Error::NoSuchCollection(_))));
+    let c = db.create_collection("docs", f.config()).unwrap();
+    assert_eq!(c.count().unwrap(), 0);
+}
