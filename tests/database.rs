@@ -143,7 +143,8 @@ fn bad_input_is_rejected_and_nothing_of_the_batch_is_written() {
     let c = db.create_collection("docs", cfg).unwrap();
     c.insert(vec![doc("a", "first", json!(null))]).unwrap();
 
-    let cases: Vec<(Vec<NewDocument>, fn(&Error) -> bool)> = vec![
+    type Case = (Vec<NewDocument>, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         (vec![doc("b", "ok", json!(null)), doc("c", "   ", json!(null))], |e| matches!(e, Error::InvalidInput(_))),
         (vec![doc("b", "ok", json!(null)), doc("b", "dup", json!(null))], |e| matches!(e, Error::DuplicateId(_))),
         (vec![doc("b", "ok", json!(null)), doc("a", "exists", json!(null))], |e| matches!(e, Error::DuplicateId(_))),

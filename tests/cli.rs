@@ -1,0 +1,150 @@
+//! The `rwkvdb` command line, run as a real process.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rwkvdb(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rwkvdb"))
+        .current_dir(dir)
+        .env("RWKVDB_PATH", dir.join("cli.redb"))
+        .env_remove("RWKVDB_EMBEDDER")
+        .env_remove("RWKVDB_RERANKER")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn err(o: &Output) -> String {
+    assert!(!o.status.success(), "unexpected success: {}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(o.status.code(), Some(1));
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn model_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&rwkvdb(
+        d,
+        &[
+            "model",
+            "synth",
+            "--layers",
+            "3",
+            "--width",
+            "64",
+            "--reranker-layers",
+            "0,1",
+            "--embedder",
+            "e.pth",
+            "--reranker",
+            "r.pth",
+        ],
+    ));
+    let info = ok(&rwkvdb(d, &["model", "info", "e.pth", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["config"]["layers"], 3);
+    assert_eq!(v["config"]["width"], 64);
+    let info = ok(&rwkvdb(d, &["model", "info", "r.pth", "--json"]));
+    assert!(info.contains("\"reranker_layer_idx\""));
+    std::fs::write(
+        d.join("in.json"),
+        r#"{"documents":[{"id":"d1","text":"hello world"}],"queries":[{"id":"q1","text":"hi"}],"pairs":[["q1","d1"]]}"#,
+    )
+    .unwrap();
+    ok(&rwkvdb(
+        d,
+        &["model", "eval", "--embedder", "e.pth", "--reranker", "r.pth", "--input", "in.json", "--output", "out.json"],
+    ));
+    let out: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("out.json")).unwrap()).unwrap();
+    assert_eq!(out["embeddings"]["d1"].as_array().unwrap().len(), 64);
+    assert_eq!(out["tokens"]["q1"].as_array().unwrap().last().unwrap(), 65535);
+    let s = &out["scores"][0];
+    assert!((s["online_logit"].as_f64().unwrap() - s["offline_logit"].as_f64().unwrap()).abs() < 1e-4);
+
+    // Failures: a file that is not a checkpoint, a wrong shape, a missing reranker for pairs.
+    std::fs::write(d.join("junk.pth"), b"not a checkpoint").unwrap();
+    assert!(err(&rwkvdb(d, &["model", "info", "junk.pth"])).contains("not a model checkpoint"));
+    assert!(err(&rwkvdb(d, &["model", "eval", "--embedder", "e.pth", "--input", "in.json"])).contains("--reranker"));
+    assert!(
+        err(&rwkvdb(d, &["model", "eval", "--embedder", "r.pth", "--input", "in.json"])).contains("rwkv.emb.weight")
+    );
+}
+
+#[test]
+fn database_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (emb, rr) = common::write_small_pair(d);
+    let (emb, rr) = (emb.to_str().unwrap(), rr.to_str().unwrap());
+
+    // Missing database and unknown collection are clear errors.
+    assert!(err(&rwkvdb(d, &["collection", "list"])).contains("rwkvdb init"));
+    ok(&rwkvdb(d, &["init"]));
+    assert!(err(&rwkvdb(d, &["query", "-c", "nope", "x"])).contains("no collection named \"nope\""));
+    ok(&rwkvdb(d, &["collection", "create", "notes", "--embedder", emb, "--reranker", rr]));
+    assert!(ok(&rwkvdb(d, &["collection", "list"])).contains("notes"));
+
+    // JSONL import with one malformed line: reported with its line number, the rest imported.
+    let mut lines: Vec<String> = (0..12)
+        .map(|i| format!(r#"{{"id":"n{i}","text":"Note {i} about topic {}","metadata":{{"k":{}}}}}"#, i % 3, i % 3))
+        .collect();
+    lines.insert(5, "{ this is not json".into());
+    std::fs::write(d.join("notes.jsonl"), lines.join("\n")).unwrap();
+    let e = err(&rwkvdb(d, &["import", "-c", "notes", "notes.jsonl", "--quiet", "--batch-size", "4"]));
+    assert!(e.contains("notes.jsonl:6: malformed JSON line"), "{e}");
+    // Re-running skips what is stored (resume after an interruption).
+    std::fs::write(
+        d.join("notes.jsonl"),
+        lines.iter().filter(|l| !l.contains("not json")).cloned().collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let out = ok(&rwkvdb(d, &["import", "-c", "notes", "notes.jsonl", "--quiet"]));
+    assert!(out.contains("imported 0 documents") && out.contains("12 already present"), "{out}");
+
+    // Folder import: an invalid UTF-8 file is reported and skipped.
+    std::fs::create_dir(d.join("folder")).unwrap();
+    std::fs::write(d.join("folder/a.txt"), "A plain text file about rivers.").unwrap();
+    std::fs::write(d.join("folder/b.md"), "# Markdown\nAbout mountains.").unwrap();
+    std::fs::write(d.join("folder/bad.txt"), [0x66, 0x6f, 0xff, 0xfe, 0x6f]).unwrap();
+    let e = err(&rwkvdb(d, &["import", "-c", "notes", "folder", "--quiet"]));
+    assert!(e.contains("bad.txt") && e.contains("not valid UTF-8"), "{e}");
+    ok(&rwkvdb(d, &["get", "-c", "notes", "a.txt"]));
+
+    let q = ok(&rwkvdb(d, &["query", "-c", "notes", "Note about topic 1", "--top-k", "3", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&q).unwrap();
+    assert_eq!(v["hits"].as_array().unwrap().len(), 3);
+    let q =
+        ok(&rwkvdb(d, &["query", "-c", "notes", "topic", "--filter", r#"{"k": 2}"#, "--rerank", "online", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&q).unwrap();
+    assert_eq!(v["hits"].as_array().unwrap().len(), 4);
+    assert!(v["hits"].as_array().unwrap().iter().all(|h| h["metadata"]["k"] == 2));
+    let human = ok(&rwkvdb(d, &["query", "-c", "notes", "rivers", "--rerank", "none"]));
+    assert!(human.contains("rank") && human.contains("cosine"));
+    assert!(err(&rwkvdb(d, &["query", "-c", "notes", "x", "--filter", "{bad"])).contains("invalid filter"));
+
+    let g = ok(&rwkvdb(d, &["get", "-c", "notes", "n3", "--json"]));
+    assert!(g.contains("Note 3"));
+    ok(&rwkvdb(d, &["delete", "-c", "notes", "n3", "n4"]));
+    assert!(err(&rwkvdb(d, &["get", "-c", "notes", "n3"])).contains("no document"));
+    let stats = ok(&rwkvdb(d, &["stats", "-c", "notes", "--json"]));
+    let s: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(s["documents"], 12);
+    assert!(s["state_bytes_per_document"].as_f64().unwrap() > 0.0);
+    assert!(ok(&rwkvdb(d, &["check"])).contains("0 problem(s)"));
+    ok(&rwkvdb(d, &["compact"]));
+    ok(&rwkvdb(d, &["collection", "drop", "notes"]));
+    assert!(!ok(&rwkvdb(d, &["collection", "list"])).contains("notes"));
+}
