@@ -265,7 +265,7 @@ impl Runtime {
         }
         let states: Vec<ModelState> =
             seqs.iter().map(|_| ModelState::zeros(self.config.layers, self.config.width)).collect();
-        let (_, tails) = self.run(&self.embed, self.config.layers, "embedding", states, seqs)?;
+        let (_, tails) = self.run(&self.embed, self.config.layers, "embedding", false, states, seqs)?;
         Ok(tails
             .into_iter()
             .map(|t| match t {
@@ -298,7 +298,7 @@ impl Runtime {
                 run_seqs.push(*s);
             }
         }
-        let (done, _) = self.run(pool, self.score_layers, "logits", run_states, &run_seqs)?;
+        let (done, _) = self.run(pool, self.score_layers, "logits", true, run_states, &run_seqs)?;
         let mut out: Vec<Option<ModelState>> = (0..seqs.len()).map(|_| None).collect();
         for (i, st) in keep {
             out[i] = Some(st);
@@ -335,7 +335,7 @@ impl Runtime {
         self.check_tokens(queries)?;
         let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
         self.check_states(&states, queries.len())?;
-        let (_, tails) = self.run(pool, self.score_layers, "logits", states, queries)?;
+        let (_, tails) = self.run(pool, self.score_layers, "logits", false, states, queries)?;
         Ok(tails
             .into_iter()
             .map(|t| match t {
@@ -357,6 +357,7 @@ impl Runtime {
         pool: &SessionPool,
         layers: usize,
         tail: &str,
+        keep_states: bool,
         mut states: Vec<ModelState>,
         seqs: &[&[u32]],
     ) -> Result<(Vec<ModelState>, Vec<TailValue>), ModelError> {
@@ -371,23 +372,23 @@ impl Runtime {
             let rows = (self.max_rows / t.max(1)).max(1);
             let end = (start + rows).min(order.len());
             let batch = &order[start..end];
-            pool.with(|session| self.run_batch(session, layers, tail, batch, &mut states, seqs, &mut tails))?;
+            pool.with(|session| {
+                self.run_batch(session, BatchJob { layers, tail, keep_states, batch }, &mut states, seqs, &mut tails)
+            })?;
             start = end;
         }
         Ok((states, tails))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_batch(
         &self,
         session: &mut Session,
-        layers: usize,
-        tail: &str,
-        batch: &[usize],
+        job: BatchJob,
         states: &mut [ModelState],
         seqs: &[&[u32]],
         tails: &mut [TailValue],
     ) -> Result<(), ModelError> {
+        let BatchJob { layers, tail, keep_states, batch } = job;
         let c = self.config.width;
         let wkv_len = c * HEAD_SIZE;
         let mut pos = vec![0usize; batch.len()];
@@ -443,11 +444,21 @@ impl Runtime {
                 let v = outputs.get(name).ok_or_else(|| ModelError::Ort(format!("graph has no output {name}")))?;
                 Ok(v.try_extract_tensor::<f32>().map_err(ort_err(name))?.1)
             };
+            // States are copied back only where someone reads them: rows that continue in the
+            // next chunk, or all rows when the caller wants the final states.
+            let needed: Vec<bool> = active
+                .iter()
+                .enumerate()
+                .map(|(row, &i)| keep_states || pos[i] + (lengths[row] as usize) < seqs[batch[i]].len())
+                .collect();
             for l in 0..layers {
+                if !needed.iter().any(|&n| n) {
+                    break;
+                }
                 let a = get(&format!("att_shift_out_{l}"))?;
                 let f = get(&format!("ffn_shift_out_{l}"))?;
                 let w = get(&format!("wkv_out_{l}"))?;
-                for (row, &i) in active.iter().enumerate() {
+                for (row, &i) in active.iter().enumerate().filter(|(row, _)| needed[*row]) {
                     let st = &mut states[batch[i]];
                     st.att_shift[l * c..(l + 1) * c].copy_from_slice(&a[row * c..(row + 1) * c]);
                     st.ffn_shift[l * c..(l + 1) * c].copy_from_slice(&f[row * c..(row + 1) * c]);
@@ -466,6 +477,18 @@ impl Runtime {
             }
         }
     }
+}
+
+/// What one batch run computes.
+struct BatchJob<'a> {
+    /// Embedder layers in the graph.
+    layers: usize,
+    /// Name of the tail output.
+    tail: &'a str,
+    /// Whether the caller needs the final states.
+    keep_states: bool,
+    /// Indices (into the caller's sequences) of this batch's rows.
+    batch: &'a [usize],
 }
 
 /// A runtime shared across threads.

@@ -1,0 +1,179 @@
+//! Crash safety: a child process inserts, upserts and deletes in a loop and is SIGKILLed at random
+//! moments. After every kill the database must reopen with every acknowledged batch present and
+//! queryable, nothing half-written, and store and index in agreement.
+//!
+//! The child is this same test binary, re-run with `RWKVDB_CRASH_CHILD` set (see `child_writer`).
+//! `RWKVDB_CRASH_KILLS` sets the number of kills (default 20; the longer run in
+//! docs/reliability.md used 100).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions, QueryOptions, Rerank};
+
+const BATCH: usize = 4;
+
+fn batch_docs(b: u64) -> Vec<NewDocument> {
+    (0..BATCH)
+        .map(|i| NewDocument {
+            id: Some(format!("b{b}-{i}")),
+            text: format!("Batch {b} document {i}: some words to embed, number {}.", b * 31 + i as u64),
+            metadata: Some(serde_json::json!({"batch": b})),
+        })
+        .collect()
+}
+
+/// The child: writes batches forever, printing `ACK <n>` after each committed one. Every fifth
+/// batch also upserts a document of the previous batch and deletes one from two batches back.
+#[test]
+#[ignore = "run by crash_kill_loop as a child process"]
+fn child_writer() {
+    let Ok(dir) = std::env::var("RWKVDB_CRASH_CHILD") else { return };
+    let dir = PathBuf::from(dir);
+    let db = Database::open(dir.join("crash.redb"), OpenOptions::default()).unwrap();
+    let c = db.collection("c").unwrap();
+    let mut b: u64 = std::env::var("RWKVDB_CRASH_START").unwrap().parse().unwrap();
+    println!("READY");
+    loop {
+        c.insert(batch_docs(b)).unwrap();
+        println!("ACK insert {b}");
+        if b % 5 == 0 && b >= 2 {
+            let mut d = batch_docs(b - 1).remove(0);
+            d.text = format!("Upserted text for batch {}", b - 1);
+            c.upsert(vec![d]).unwrap();
+            println!("ACK upsert {}", b - 1);
+            c.delete(&[&format!("b{}-3", b - 2)]).unwrap();
+            println!("ACK delete {}", b - 2);
+        }
+        b += 1;
+    }
+}
+
+#[derive(Default)]
+struct Acked {
+    inserted: Vec<u64>,
+    upserted: Vec<u64>,
+    deleted: Vec<u64>,
+}
+
+fn run_child(dir: &Path, start: u64, kill_after: Duration, acked: &mut Acked) -> u64 {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_writer", "--nocapture", "--test-threads", "1"])
+        .env("RWKVDB_CRASH_CHILD", dir)
+        .env("RWKVDB_CRASH_START", start.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Wait for READY (model loaded), then kill at the chosen moment.
+    let mut deadline: Option<Instant> = None;
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let mut last = start;
+    loop {
+        assert!(Instant::now() < give_up, "the child never became ready");
+        let timeout = deadline.map_or(Duration::from_secs(60), |d| d.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(timeout) {
+            // libtest prints "test child_writer ... " without a newline first.
+            Ok(line) if line.ends_with("READY") => deadline = Some(Instant::now() + kill_after),
+            Ok(line) => {
+                let mut parts = line.split_whitespace();
+                if let (Some("ACK"), Some(kind), Some(n)) = (parts.next(), parts.next(), parts.next()) {
+                    let n: u64 = n.parse().unwrap();
+                    match kind {
+                        "insert" => {
+                            acked.inserted.push(n);
+                            last = n + 1;
+                        }
+                        "upsert" => acked.upserted.push(n),
+                        _ => acked.deleted.push(n),
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Lines already printed before the kill count as acknowledged too.
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        if let Some(n) = line.strip_prefix("ACK insert ") {
+            let n: u64 = n.parse().unwrap();
+            acked.inserted.push(n);
+            last = last.max(n + 1);
+        }
+    }
+    last
+}
+
+#[test]
+fn crash_kill_loop() {
+    let kills: usize = std::env::var("RWKVDB_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let (emb, rr) = common::write_small_pair(dir.path());
+    {
+        let db = Database::open(dir.path().join("crash.redb"), OpenOptions::default()).unwrap();
+        db.create_collection("c", CollectionConfig::new(&emb, Some(rr))).unwrap();
+    }
+    let mut acked = Acked::default();
+    let mut next = 0u64;
+    let mut seed = 0x9e37_79b9_u64;
+    for round in 0..kills {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let kill_after = Duration::from_millis(20 + (seed >> 33) % 400);
+        next = run_child(dir.path(), next, kill_after, &mut acked);
+
+        let db = Database::open(dir.path().join("crash.redb"), OpenOptions::default()).unwrap();
+        let c = db.collection("c").unwrap();
+        // Every acknowledged insert is there (unless a later acknowledged delete removed it).
+        for &b in &acked.inserted {
+            for i in 0..BATCH {
+                let deleted = i == 3 && acked.deleted.contains(&b);
+                assert_eq!(c.get(&format!("b{b}-{i}")).unwrap().is_some(), !deleted, "round {round}: b{b}-{i}");
+            }
+        }
+        for &b in &acked.upserted {
+            assert!(c.get(&format!("b{b}-0")).unwrap().unwrap().text.starts_with("Upserted"), "round {round}");
+        }
+        // Nothing half-written: each batch is all there or all absent (but for its acked delete).
+        let count = c.count().unwrap() as usize;
+        let mut present = 0;
+        for b in 0..next + 1 {
+            let n = (0..BATCH).filter(|i| c.get(&format!("b{b}-{i}")).unwrap().is_some()).count();
+            // Batches b with b % 5 == 3 may have lost document 3 to a (possibly unacknowledged) delete.
+            let third_gone = c.get(&format!("b{b}-3")).unwrap().is_none();
+            let whole = n == 0 || n == BATCH || (n == BATCH - 1 && b % 5 == 3 && third_gone);
+            assert!(whole, "round {round}: batch {b} is half-written ({n} of {BATCH})");
+            present += n;
+            if n > 0 {
+                next = next.max(b + 1);
+            }
+        }
+        assert_eq!(present, count, "round {round}: stray documents");
+        let report = c.check().unwrap();
+        assert!(report.problems.is_empty(), "round {round}: {:?}", report.problems);
+        if count > 0 {
+            let q = c.query(
+                "Batch document",
+                &QueryOptions { top_k: 3, rerank: Rerank::Offline, ..QueryOptions::default() },
+            );
+            assert!(!q.unwrap().hits.is_empty());
+        }
+    }
+    assert!(acked.inserted.len() >= kills / 2, "the child made too little progress: {}", acked.inserted.len());
+}
