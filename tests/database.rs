@@ -195,6 +195,28 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
     let e = Database::open(&junk, OpenOptions::default()).err().unwrap();
     assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::NotADatabase { .. })), "{e}");
 
+    // A redb file of another application, and one written by a newer rwkvdb.
+    let foreign = f.dir.path().join("foreign.redb");
+    {
+        let raw = redb::Database::create(&foreign).unwrap();
+        let w = raw.begin_write().unwrap();
+        w.open_table(redb::TableDefinition::<u64, u64>::new("other_app")).unwrap().insert(1, 2).unwrap();
+        w.commit().unwrap();
+    }
+    let e = Database::open(&foreign, OpenOptions::default()).err().unwrap();
+    assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::ForeignDatabase { .. })), "{e}");
+    {
+        let raw = redb::Database::open(f.db_path()).unwrap();
+        let w = raw.begin_write().unwrap();
+        w.open_table(redb::TableDefinition::<&str, &[u8]>::new("rwkvdb_meta"))
+            .unwrap()
+            .insert("format_version", 99u32.to_le_bytes().as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let e = Database::open(f.db_path(), OpenOptions::default()).err().unwrap();
+    assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::UnsupportedVersion { found: 99, .. })), "{e}");
+
     let missing = f.dir.path().join("none.redb");
     let opts = OpenOptions { create: false, ..OpenOptions::default() };
     assert!(Database::open(&missing, opts).is_err());

@@ -120,3 +120,18 @@ fn bad_model_input_is_a_typed_error() {
     let wrong = ModelState::zeros(4, 128);
     assert!(matches!(rt.resume_and_score(vec![wrong], &[&[1, 65_535]]), Err(ModelError::StateShape { .. })));
 }
+
+#[test]
+fn cuda_request_without_a_gpu_is_a_clear_error() {
+    use rwkvdb::model::{Device, EmbedderWeights, ModelError, RerankerWeights, Runtime};
+    let (e, r) = small_pair();
+    let opts = RuntimeOptions { device: Device::Cuda(0), ..RuntimeOptions::default() };
+    let got = Runtime::new(
+        EmbedderWeights::from_state_dict(&e).unwrap(),
+        Some(RerankerWeights::from_state_dict(&r).unwrap()),
+        &opts,
+    );
+    // Built without the `cuda` feature, or with it but on a CPU-only ONNX Runtime: never a silent
+    // fallback to the CPU.
+    assert!(matches!(got, Err(ModelError::CudaUnavailable(_))), "{:?}", got.err());
+}

@@ -21,7 +21,7 @@ pub fn register(builder: SessionBuilder, device: Device) -> Result<SessionBuilde
 fn register_cuda(builder: SessionBuilder, id: i32) -> Result<SessionBuilder, ModelError> {
     use ort::ep::ExecutionProvider;
     let ep = ort::ep::CUDA::default().with_device_id(id);
-    match ep.is_available() {
+    match ort::ep::CUDA::is_available() {
         Ok(true) => {}
         Ok(false) => {
             return Err(ModelError::CudaUnavailable(
