@@ -27,8 +27,7 @@ fn main() {
     let max: usize = std::env::var("RWKVDB_ANN_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut rng = Rng(42);
     let centres: Vec<Vec<f32>> = (0..1000).map(|_| (0..DIM).map(|_| rng.f()).collect()).collect();
-    let point =
-        |rng: &mut Rng, i: usize| unit(centres[(i * 7919) % 1000].iter().map(|c| c + 0.6 * rng.f()).collect());
+    let point = |rng: &mut Rng, i: usize| unit(centres[(i * 7919) % 1000].iter().map(|c| c + 0.6 * rng.f()).collect());
     let all: Vec<Vec<f32>> = (0..max).map(|i| point(&mut rng, i)).collect();
     let queries: Vec<Vec<f32>> = (0..1000).map(|i| point(&mut rng, i * 13 + 5)).collect();
     let mut runs = Vec::new();
