@@ -23,6 +23,9 @@ use crate::model::{offline_document_text, offline_query_text, online_text, Model
 use crate::store::{self, CollectionRecord, CollectionTables, DocRecord};
 use crate::tokenizer::Tokenizer;
 
+/// Upper bound on `top_k` and `candidates` of one query.
+pub const MAX_CANDIDATES: usize = 10_000;
+
 /// How a collection is configured at creation (stored in the file).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CollectionConfig {
@@ -602,6 +605,10 @@ impl Collection {
         }
         if text.trim().is_empty() {
             return Err(Error::InvalidInput("empty query".into()));
+        }
+        if opts.candidates.max(opts.top_k) > MAX_CANDIDATES {
+            // Memory per query grows with candidates x state size (~2 MB each at the 0.1B shape).
+            return Err(Error::InvalidInput(format!("at most {MAX_CANDIDATES} candidates per query")));
         }
         let tok = Tokenizer::world();
         let t0 = Instant::now();

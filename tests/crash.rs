@@ -143,8 +143,14 @@ fn crash_kill_loop() {
         // Every acknowledged insert is there (unless a later acknowledged delete removed it).
         for &b in &acked.inserted {
             for i in 0..BATCH {
-                let deleted = i == 3 && acked.deleted.contains(&b);
-                assert_eq!(c.get(&format!("b{b}-{i}")).unwrap().is_some(), !deleted, "round {round}: b{b}-{i}");
+                let present = c.get(&format!("b{b}-{i}")).unwrap().is_some();
+                if i == 3 && acked.deleted.contains(&b) {
+                    assert!(!present, "round {round}: acknowledged delete of b{b}-3 undone");
+                } else if !(i == 3 && b % 5 == 3) {
+                    // (b{b}-3 of such batches may also be gone through a delete that committed
+                    // but was killed before its acknowledgement was printed.)
+                    assert!(present, "round {round}: acknowledged b{b}-{i} lost");
+                }
             }
         }
         for &b in &acked.upserted {
