@@ -210,6 +210,56 @@ pub(crate) struct CollectionInner {
     pub durable: bool,
 }
 
+impl CollectionInner {
+    /// A write transaction with the database's durability setting.
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let mut txn = self.db.begin_write().map_err(store::StoreError::from)?;
+        if !self.durable {
+            txn.set_durability(redb::Durability::None).map_err(|e| Error::Store(store::StoreError::Redb(e.into())))?;
+        }
+        Ok(txn)
+    }
+
+    /// Drops committed-away documents from the in-memory index and metadata.
+    fn forget(&self, keys: &[u64]) {
+        let index = self.index.read();
+        let mut meta = self.metadata.write();
+        for k in keys {
+            index.delete(*k);
+            meta.remove(k);
+        }
+    }
+}
+
+/// A collection's tables, open in one write transaction.
+struct WriteTables<'t> {
+    docs: redb::Table<'t, u64, &'static [u8]>,
+    ids: redb::Table<'t, &'static str, u64>,
+    states: redb::Table<'t, u64, &'static [u8]>,
+    meta: redb::Table<'t, u64, &'static [u8]>,
+}
+
+impl<'t> WriteTables<'t> {
+    fn open(txn: &'t redb::WriteTransaction, t: &CollectionTables) -> Result<Self> {
+        let e = store::StoreError::from;
+        Ok(Self {
+            docs: txn.open_table(t.docs()).map_err(e)?,
+            ids: txn.open_table(t.ids()).map_err(e)?,
+            states: txn.open_table(t.states()).map_err(e)?,
+            meta: txn.open_table(t.meta()).map_err(e)?,
+        })
+    }
+
+    /// Removes a document's record, state and metadata (the id entry is the caller's business).
+    fn remove_doc(&mut self, key: u64) -> Result<()> {
+        let e = store::StoreError::from;
+        self.docs.remove(key).map_err(e)?;
+        self.states.remove(key).map_err(e)?;
+        self.meta.remove(key).map_err(e)?;
+        Ok(())
+    }
+}
+
 /// A handle to an open collection; cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct Collection {
@@ -446,36 +496,27 @@ impl Collection {
         let mut record = inner.record.read().clone();
         let mut replaced_keys = Vec::new();
         let mut new_keys = Vec::with_capacity(prepared.len());
-        let mut txn = inner.db.begin_write().map_err(store::StoreError::from)?;
-        if !inner.durable {
-            txn.set_durability(redb::Durability::None).map_err(|e| Error::Store(store::StoreError::Redb(e.into())))?;
-        }
+        let txn = inner.begin_write()?;
         {
-            let t = &inner.tables;
-            let mut docs_t = txn.open_table(t.docs()).map_err(store::StoreError::from)?;
-            let mut ids_t = txn.open_table(t.ids()).map_err(store::StoreError::from)?;
-            let mut states_t = txn.open_table(t.states()).map_err(store::StoreError::from)?;
-            let mut meta_t = txn.open_table(t.meta()).map_err(store::StoreError::from)?;
+            let mut t = WriteTables::open(&txn, &inner.tables)?;
             for p in &prepared {
-                let old = ids_t.get(p.id.as_str()).map_err(store::StoreError::from)?.map(|v| v.value());
+                let old = t.ids.get(p.id.as_str()).map_err(store::StoreError::from)?.map(|v| v.value());
                 if let Some(old) = old {
                     if !replace {
                         // Dropping the transaction without commit discards the whole batch.
                         return Err(Error::DuplicateId(p.id.clone()));
                     }
-                    docs_t.remove(old).map_err(store::StoreError::from)?;
-                    states_t.remove(old).map_err(store::StoreError::from)?;
-                    meta_t.remove(old).map_err(store::StoreError::from)?;
+                    t.remove_doc(old)?;
                     replaced_keys.push(old);
                 }
                 let key = record.next_key;
                 record.next_key += 1;
-                docs_t.insert(key, p.record.encode().as_slice()).map_err(store::StoreError::from)?;
-                ids_t.insert(p.id.as_str(), key).map_err(store::StoreError::from)?;
+                t.docs.insert(key, p.record.encode().as_slice()).map_err(store::StoreError::from)?;
+                t.ids.insert(p.id.as_str(), key).map_err(store::StoreError::from)?;
                 if let Some(s) = &p.state {
-                    states_t.insert(key, s.as_slice()).map_err(store::StoreError::from)?;
+                    t.states.insert(key, s.as_slice()).map_err(store::StoreError::from)?;
                 }
-                meta_t.insert(key, p.metadata.to_string().as_bytes()).map_err(store::StoreError::from)?;
+                t.meta.insert(key, p.metadata.to_string().as_bytes()).map_err(store::StoreError::from)?;
                 new_keys.push(key);
             }
             let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
@@ -486,16 +527,12 @@ impl Collection {
         *inner.record.write() = record;
 
         // The store is committed; bring the in-memory index and metadata up to date.
+        inner.forget(&replaced_keys);
         {
-            let index = inner.index.read();
-            let mut meta = inner.metadata.write();
-            for k in &replaced_keys {
-                index.delete(*k);
-                meta.remove(k);
-            }
             let items: Vec<(u64, Vec<f32>)> =
                 new_keys.iter().zip(&prepared).map(|(&k, p)| (k, p.record.embedding.clone())).collect();
-            index.insert_batch(&items)?;
+            inner.index.read().insert_batch(&items)?;
+            let mut meta = inner.metadata.write();
             for (k, p) in new_keys.iter().zip(&prepared) {
                 meta.insert(*k, Arc::new(p.metadata.clone()));
             }
@@ -508,43 +545,25 @@ impl Collection {
     pub fn delete(&self, ids: &[&str]) -> Result<DeleteReport> {
         let inner = &self.inner;
         let _w = inner.write_lock.lock();
-        let record = inner.record.read().clone();
         let mut report = DeleteReport::default();
         let mut keys = Vec::new();
-        let txn = inner.db.begin_write().map_err(store::StoreError::from)?;
+        let txn = inner.begin_write()?;
         {
-            let t = &inner.tables;
-            let mut docs_t = txn.open_table(t.docs()).map_err(store::StoreError::from)?;
-            let mut ids_t = txn.open_table(t.ids()).map_err(store::StoreError::from)?;
-            let mut states_t = txn.open_table(t.states()).map_err(store::StoreError::from)?;
-            let mut meta_t = txn.open_table(t.meta()).map_err(store::StoreError::from)?;
+            let mut t = WriteTables::open(&txn, &inner.tables)?;
             for id in ids {
-                let key = ids_t.remove(*id).map_err(store::StoreError::from)?.map(|v| v.value());
+                let key = t.ids.remove(*id).map_err(store::StoreError::from)?.map(|v| v.value());
                 match key {
                     Some(key) => {
-                        docs_t.remove(key).map_err(store::StoreError::from)?;
-                        states_t.remove(key).map_err(store::StoreError::from)?;
-                        meta_t.remove(key).map_err(store::StoreError::from)?;
+                        t.remove_doc(key)?;
                         keys.push(key);
                         report.deleted.push((*id).to_string());
                     }
                     None => report.missing.push((*id).to_string()),
                 }
             }
-            let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
-            cols.insert(record.name.as_str(), store::collection_bytes(&record).as_slice())
-                .map_err(store::StoreError::from)?;
         }
         txn.commit().map_err(store::StoreError::from)?;
-        *inner.record.write() = record;
-        {
-            let index = inner.index.read();
-            let mut meta = inner.metadata.write();
-            for k in &keys {
-                index.delete(*k);
-                meta.remove(k);
-            }
-        }
+        inner.forget(&keys);
         drop(_w);
         self.maybe_rebuild_index()?;
         Ok(report)
