@@ -308,3 +308,33 @@ fn drop_collection_removes_everything() {
     let c = db.create_collection("docs", f.config()).unwrap();
     assert_eq!(c.count().unwrap(), 0);
 }
+
+#[test]
+fn cached_template_prefix_gives_the_same_scores_as_online() {
+    // With lossless states, offline (resumed from the cached "Instruct…Document: " state) and
+    // online scores must agree, also for texts whose first characters merge with the template's
+    // last token under greedy tokenization.
+    let f = fixture();
+    let db = f.open();
+    let mut cfg = f.config();
+    cfg.state_preset = "exact".into();
+    let c = db.create_collection("exact", cfg).unwrap();
+    let texts =
+        [" leading space", "  two spaces", "Plain start.", "東京は首都。", "\nnewline first", "-dash", "'quote'"];
+    let docs: Vec<NewDocument> = texts.iter().enumerate().map(|(i, t)| doc(&format!("x{i}"), t, json!({}))).collect();
+    c.insert(docs).unwrap();
+    let opts = |rerank| QueryOptions { top_k: 10, candidates: 10, rerank, ..QueryOptions::default() };
+    let off = c.query("which one?", &opts(Rerank::Offline)).unwrap();
+    let on = c.query("which one?", &opts(Rerank::Online)).unwrap();
+    assert_eq!(off.hits.len(), texts.len());
+    for h in &off.hits {
+        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
+        assert!(
+            (h.logit.unwrap() - o.logit.unwrap()).abs() < 1e-4,
+            "{}: offline {:?} online {:?}",
+            h.id,
+            h.logit,
+            o.logit
+        );
+    }
+}
