@@ -769,8 +769,6 @@ pub struct CollectionStats {
     pub fingerprint: String,
     /// On-disk format version.
     pub format_version: u32,
-    /// Database file size in bytes.
-    pub file_bytes: u64,
 }
 
 /// What `check` found.
@@ -829,7 +827,6 @@ impl Collection {
             index_tombstones: index.tombstones(),
             fingerprint: rec.fingerprint,
             format_version: store::FORMAT_VERSION,
-            file_bytes: 0,
         })
     }
 
