@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use rwkvdb::checkpoint::synth::{synth_embedder, synth_reranker, SynthConfig};
-use rwkvdb::codec::{Preset, StateCodec};
+use rwkvdb::codec::{CodecConfig, Precision, Preset, StateCodec};
 use rwkvdb::model::{
     offline_document_text, offline_query_text, online_text, EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions,
 };
@@ -65,9 +65,8 @@ fn main() {
         "\n{:>9} {:>8} {:>13} {:>15} {:>16} {:>16}",
         "preset", "default", "bytes/doc", "max sig dev", "mean sig dev", "decode ms/100"
     );
-    let mut rows = Vec::new();
-    for preset in [Preset::Exact, Preset::Balanced, Preset::Compact, Preset::Tiny] {
-        let codec = StateCodec::new(preset.config(), 768, rt.state_layers(), rt.reranker_layers()).expect("codec");
+    let measure = |config: CodecConfig| {
+        let codec = StateCodec::new(config, 768, rt.state_layers(), rt.reranker_layers()).expect("codec");
         let blobs: Vec<Vec<u8>> = states.iter().map(|s| codec.encode(s).expect("encode")).collect();
         let bytes = blobs.iter().map(Vec::len).sum::<usize>() as f64 / blobs.len() as f64;
         let start = Instant::now();
@@ -81,10 +80,33 @@ fn main() {
         let devs: Vec<f32> = got.iter().zip(&reference).map(|(a, b)| (sigmoid(*a) - sigmoid(*b)).abs()).collect();
         let max = devs.iter().copied().fold(0.0, f32::max);
         let mean = devs.iter().sum::<f32>() / devs.len() as f32;
-        let default = preset == Preset::Balanced;
+        (bytes, max, mean, decode_ms)
+    };
+    let mut rows = Vec::new();
+    for preset in Preset::ALL {
+        let (bytes, max, mean, decode_ms) = measure(preset.config());
+        let default = preset == Preset::default();
         println!("{:>9} {:>8} {bytes:>13.0} {max:>15.2e} {mean:>16.2e} {decode_ms:>16.1}", preset.name(), default);
         rows.push(json!({"name": preset.name(), "default": default, "bytes_per_doc": bytes,
             "max_sigmoid_dev": max, "mean_sigmoid_dev": mean, "decode_ms_per_100": decode_ms}));
+    }
+
+    // Every selected x pass-through combination, to show where the error comes from.
+    use Precision::*;
+    println!("\n{:>9} {:>9} {:>13} {:>15} {:>16}", "selected", "pass", "bytes/doc", "max sig dev", "mean sig dev");
+    let mut sweep = Vec::new();
+    for selected in [F16, Int8, Int6, Int5, Int4] {
+        for pass_through in [F32, F16, Int8, Int6, Int5, Int4, Int3] {
+            let config = CodecConfig { selected, pass_through, shift: F16, zstd_level: 3 };
+            let (bytes, max, mean, _) = measure(config);
+            println!(
+                "{:>9} {:>9} {bytes:>13.0} {max:>15.2e} {mean:>16.2e}",
+                format!("{selected:?}"),
+                format!("{pass_through:?}")
+            );
+            sweep.push(json!({"selected": format!("{selected:?}"), "pass_through": format!("{pass_through:?}"),
+                "bytes_per_doc": bytes, "max_sigmoid_dev": max, "mean_sigmoid_dev": mean}));
+        }
     }
     // The paper's reference footprint: fp16, all 12 layers, WKV + token shift.
     let paper = 12.0 * (12.0 * 64.0 * 64.0 + 2.0 * 768.0) * 2.0;
@@ -95,6 +117,7 @@ fn main() {
         "f32_offline_vs_online_max_sigmoid_dev": online_dev,
         "paper_fp16_all_layers_bytes": paper,
         "presets": rows,
+        "sweep": sweep,
     });
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench/codec.json");
     std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json")).expect("write codec.json");

@@ -15,15 +15,17 @@
 //! | 4 | width `C` |
 //! | 2 | stored layers `L` |
 //! | 2 | selected count `S`, then `S x u16` selected layer ids |
-//! | `L` | WKV precision code per layer (0 f32, 1 f16, 2 int8, 3 int4) |
+//! | `L` | WKV precision code per layer (0 f32, 1 f16, 2 int8, 3 int4, 4 int6, 5 int5, 6 int3) |
 //! | 1 | token-shift precision code (0 f32, 1 f16) |
 //! | 4 | raw payload length, 4 compressed length |
 //! | n | zstd-compressed payload |
 //! | 4 | CRC-32 of everything before |
 //!
 //! Payload, per layer: `att_shift` and `ffn_shift` (`C` values each), then the WKV matrices
-//! (`H x 64` rows of 64): f32/f16 values split into byte planes (compresses better), or int8/int4
-//! with one f32 scale per 64-value row (symmetric, `scale = max|x| / 127` or `/ 7`).
+//! (`H x 64` rows of 64): f32/f16 values split into byte planes (compresses better), or b-bit
+//! integers with one f32 scale per 64-value row (symmetric, `scale = max|x| / (2^(b-1) - 1)`);
+//! int8 is stored as two's-complement bytes, narrower integers offset by `2^(b-1)` and packed
+//! LSB-first (int4: the first value of a pair in the low nibble).
 
 use half::f16;
 
@@ -45,8 +47,14 @@ pub enum Precision {
     F16,
     /// 8-bit integers, one scale per 64-value row.
     Int8,
+    /// 6-bit integers, one scale per 64-value row.
+    Int6,
+    /// 5-bit integers, one scale per 64-value row.
+    Int5,
     /// 4-bit integers, one scale per 64-value row.
     Int4,
+    /// 3-bit integers, one scale per 64-value row.
+    Int3,
 }
 
 impl Precision {
@@ -56,16 +64,28 @@ impl Precision {
             Self::F16 => 1,
             Self::Int8 => 2,
             Self::Int4 => 3,
+            Self::Int6 => 4,
+            Self::Int5 => 5,
+            Self::Int3 => 6,
         }
     }
-    /// Payload bytes for `n` values (n a multiple of 64).
-    fn bytes(self, n: usize) -> usize {
+    /// Bits per stored value.
+    fn bits(self) -> usize {
         match self {
-            Self::F32 => 4 * n,
-            Self::F16 => 2 * n,
-            Self::Int8 => n + 4 * (n / ROW),
-            Self::Int4 => n / 2 + 4 * (n / ROW),
+            Self::F32 => 32,
+            Self::F16 => 16,
+            Self::Int8 => 8,
+            Self::Int6 => 6,
+            Self::Int5 => 5,
+            Self::Int4 => 4,
+            Self::Int3 => 3,
         }
+    }
+    /// Payload bytes for `n` values (n a multiple of 64): the values, plus one f32 scale per row
+    /// for the integer formats.
+    fn bytes(self, n: usize) -> usize {
+        let scales = if self.bits() <= 8 { 4 * (n / ROW) } else { 0 };
+        n * self.bits() / 8 + scales
     }
 }
 
@@ -83,15 +103,16 @@ pub struct CodecConfig {
 }
 
 /// Named codec configurations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Preset {
     /// Everything f32: lossless, largest.
     Exact,
     /// Selected layers f16, pass-through int8 (the default).
+    #[default]
     Balanced,
-    /// Selected layers int8, pass-through int4.
+    /// Selected layers int8, pass-through int6.
     Compact,
-    /// Selected int8, pass-through int4, strongest compression.
+    /// Selected layers int4, pass-through int3: the smallest, with visibly coarser scores.
     Tiny,
 }
 
@@ -105,8 +126,8 @@ impl Preset {
         match self {
             Preset::Exact => CodecConfig { selected: F32, pass_through: F32, shift: F32, zstd_level: 1 },
             Preset::Balanced => CodecConfig { selected: F16, pass_through: Int8, shift: F16, zstd_level: 3 },
-            Preset::Compact => CodecConfig { selected: Int8, pass_through: Int4, shift: F16, zstd_level: 3 },
-            Preset::Tiny => CodecConfig { selected: Int8, pass_through: Int4, shift: F16, zstd_level: 15 },
+            Preset::Compact => CodecConfig { selected: Int8, pass_through: Int6, shift: F16, zstd_level: 3 },
+            Preset::Tiny => CodecConfig { selected: Int4, pass_through: Int3, shift: F16, zstd_level: 3 },
         }
     }
 
@@ -323,8 +344,9 @@ fn put_values(out: &mut Vec<u8>, v: &[f32], p: Precision) {
             out.extend(h.iter().map(|b| b[0]));
             out.extend(h.iter().map(|b| b[1]));
         }
-        Precision::Int8 | Precision::Int4 => {
-            let qmax = if p == Precision::Int8 { 127.0 } else { 7.0 };
+        _ => {
+            let bits = p.bits();
+            let qmax = ((1i32 << (bits - 1)) - 1) as f32;
             let scales: Vec<f32> =
                 v.chunks_exact(ROW).map(|row| row.iter().fold(0.0f32, |m, x| m.max(x.abs())) / qmax).collect();
             for s in &scales {
@@ -332,12 +354,22 @@ fn put_values(out: &mut Vec<u8>, v: &[f32], p: Precision) {
             }
             for (row, &s) in v.chunks_exact(ROW).zip(&scales) {
                 let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-                let q = row.iter().map(|x| (x * inv).round().clamp(-qmax, qmax) as i8);
-                if p == Precision::Int8 {
-                    out.extend(q.map(|x| x as u8));
+                let q = row.iter().map(|x| (x * inv).round().clamp(-qmax, qmax) as i32);
+                if bits == 8 {
+                    out.extend(q.map(|x| x as i8 as u8));
                 } else {
-                    let q: Vec<u8> = q.map(|x| (x + 8) as u8).collect();
-                    out.extend(q.chunks_exact(2).map(|pair| pair[0] | (pair[1] << 4)));
+                    // Offset to unsigned and pack LSB-first: a 64-value row is a whole number of bytes.
+                    let offset = 1i32 << (bits - 1);
+                    let (mut acc, mut filled) = (0u64, 0);
+                    for x in q {
+                        acc |= ((x + offset) as u64) << filled;
+                        filled += bits;
+                        while filled >= 8 {
+                            out.push(acc as u8);
+                            acc >>= 8;
+                            filled -= 8;
+                        }
+                    }
                 }
             }
         }
@@ -359,7 +391,8 @@ fn get_values(r: &mut Reader, out: &mut [f32], p: Precision) -> Result<(), Codec
                 *o = f16::from_le_bytes([planes[i], planes[n + i]]).to_f32();
             }
         }
-        Precision::Int8 | Precision::Int4 => {
+        _ => {
+            let bits = p.bits();
             let rows = n / ROW;
             let scale_bytes = r.take(4 * rows)?;
             let scales: Vec<f32> =
@@ -367,17 +400,27 @@ fn get_values(r: &mut Reader, out: &mut [f32], p: Precision) -> Result<(), Codec
             if scales.iter().any(|s| !s.is_finite() || *s < 0.0) {
                 return Err(CodecError::Corrupt("invalid quantisation scale".into()));
             }
-            if p == Precision::Int8 {
-                let q = r.take(n)?;
+            let q = r.take(n * bits / 8)?;
+            if bits == 8 {
                 for ((o, &b), i) in out.iter_mut().zip(q).zip(0..) {
                     *o = f32::from(b as i8) * scales[i / ROW];
                 }
             } else {
-                let q = r.take(n / 2)?;
-                for (i, &b) in q.iter().enumerate() {
-                    let s = scales[(2 * i) / ROW];
-                    out[2 * i] = (f32::from(b & 0x0f) - 8.0) * s;
-                    out[2 * i + 1] = (f32::from(b >> 4) - 8.0) * s;
+                let offset = (1i32 << (bits - 1)) as f32;
+                let mask = (1u64 << bits) - 1;
+                let row_bytes = ROW * bits / 8;
+                for ((orow, qrow), &s) in out.chunks_exact_mut(ROW).zip(q.chunks_exact(row_bytes)).zip(&scales) {
+                    let (mut acc, mut filled, mut next) = (0u64, 0, 0);
+                    for o in orow {
+                        while filled < bits {
+                            acc |= u64::from(qrow[next]) << filled;
+                            next += 1;
+                            filled += 8;
+                        }
+                        *o = ((acc & mask) as f32 - offset) * s;
+                        acc >>= bits;
+                        filled -= bits;
+                    }
                 }
             }
         }

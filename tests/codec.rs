@@ -1,7 +1,7 @@
 //! The state codec: precision per layer role, checksums, hostile input.
 
 use proptest::prelude::*;
-use rwkvdb::codec::{CodecError, Preset, StateCodec};
+use rwkvdb::codec::{CodecConfig, CodecError, Precision, Preset, StateCodec};
 use rwkvdb::model::ModelState;
 
 const C: usize = 128;
@@ -47,8 +47,8 @@ fn round_trips_within_each_precision() {
     let per_layer = C * 64;
     for (preset, sel_bound, pass_bound) in [
         (Preset::Balanced, 1e-3, 1.0 / 127.0),
-        (Preset::Compact, 1.0 / 127.0, 1.0 / 7.0),
-        (Preset::Tiny, 1.0 / 127.0, 1.0 / 7.0),
+        (Preset::Compact, 1.0 / 127.0, 1.0 / 31.0),
+        (Preset::Tiny, 1.0 / 7.0, 1.0 / 3.0),
     ] {
         let c = codec(preset);
         let blob = c.encode(&s).unwrap();
@@ -62,6 +62,30 @@ fn round_trips_within_each_precision() {
         let shift_err = s.att_shift.iter().zip(&d.att_shift).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(shift_err < 2e-3, "{preset:?} shifts {shift_err}");
         assert!(blob.len() < exact.encode(&s).unwrap().len(), "{preset:?} is not smaller than exact");
+    }
+}
+
+#[test]
+fn every_integer_width_rounds_to_the_nearest_step() {
+    let s = state(7);
+    let per_layer = C * 64;
+    for (p, qmax) in [
+        (Precision::Int8, 127.0),
+        (Precision::Int6, 31.0),
+        (Precision::Int5, 15.0),
+        (Precision::Int4, 7.0),
+        (Precision::Int3, 3.0),
+    ] {
+        let config = CodecConfig { selected: p, pass_through: p, shift: Precision::F16, zstd_level: 1 };
+        let c = StateCodec::new(config, C, LAYERS, SELECTED).unwrap();
+        let d = c.decode(&c.encode(&s).unwrap()).unwrap();
+        for l in 0..LAYERS {
+            let range = l * per_layer..(l + 1) * per_layer;
+            let err = rel_row_error(&s.wkv[range.clone()], &d.wkv[range]);
+            // Round-to-nearest: at most half a step, and (uniform data) close to it.
+            assert!(err <= 0.5 / qmax + 1e-6, "{p:?}: {err} > half step {}", 0.5 / qmax);
+            assert!(err > 0.3 / qmax, "{p:?}: {err} suspiciously small");
+        }
     }
 }
 
