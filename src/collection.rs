@@ -53,7 +53,7 @@ impl CollectionConfig {
         Self {
             embedder: embedder.into(),
             reranker,
-            state_preset: Preset::Balanced.name().to_string(),
+            state_preset: Preset::default().name().to_string(),
             hnsw_m: 16,
             hnsw_ef_construction: 200,
             hnsw_ef_search: 64,
@@ -74,6 +74,22 @@ pub struct NewDocument {
     /// JSON metadata (filterable).
     #[serde(default)]
     pub metadata: Option<Value>,
+}
+
+/// A document whose embedding and state were computed elsewhere (another machine, a GPU run, a
+/// benchmark generator): inserted without running the model.
+#[derive(Debug, Clone)]
+pub struct PrecomputedDocument {
+    /// The caller's id (must not be empty).
+    pub id: String,
+    /// The text.
+    pub text: String,
+    /// JSON metadata.
+    pub metadata: Option<Value>,
+    /// The embedding of `text` + EOS (normalised on insert).
+    pub embedding: Vec<f32>,
+    /// The offline index-template state (required when the collection keeps states).
+    pub state: Option<ModelState>,
 }
 
 /// A stored document.
@@ -390,25 +406,7 @@ impl Collection {
         let inner = &self.inner;
         let tok = Tokenizer::world();
         let cfg = inner.record.read().config.clone();
-        let mut seen = HashSet::new();
-        let mut ids = Vec::with_capacity(docs.len());
-        for (i, d) in docs.iter().enumerate() {
-            if d.text.trim().is_empty() {
-                return Err(Error::InvalidInput(format!(
-                    "document {} (batch position {i}) has empty text",
-                    d.id.as_deref().unwrap_or("?")
-                )));
-            }
-            let id = match &d.id {
-                Some(id) if id.is_empty() => return Err(Error::InvalidInput(format!("batch position {i}: empty id"))),
-                Some(id) => id.clone(),
-                None => generate_id(),
-            };
-            if !seen.insert(id.clone()) {
-                return Err(Error::DuplicateId(id));
-            }
-            ids.push(id);
-        }
+        let ids = batch_ids(docs.iter().map(|d| (d.id.as_deref(), d.text.as_str())))?;
 
         // Embedding input: text + EOS. State input: the offline index template (no EOS).
         let max = cfg.max_doc_tokens.max(2);
@@ -491,6 +489,59 @@ impl Collection {
         }
         // Model inference runs before taking the write lock: writers only serialise on the commit.
         let (prepared, tokens) = self.prepare(docs)?;
+        self.commit(prepared, tokens, replace)
+    }
+
+    /// Inserts documents with embeddings and states computed elsewhere; fails (writing nothing)
+    /// if any id already exists or any vector or state has the wrong shape.
+    pub fn insert_precomputed(&self, docs: Vec<PrecomputedDocument>) -> Result<InsertReport> {
+        if docs.is_empty() {
+            return Ok(InsertReport::default());
+        }
+        let inner = &self.inner;
+        batch_ids(docs.iter().map(|d| (Some(d.id.as_str()), d.text.as_str())))?;
+        let dim = inner.runtime.config().width;
+        let tok = Tokenizer::world();
+        let mut prepared = Vec::with_capacity(docs.len());
+        let mut total_tokens = 0;
+        for d in docs {
+            if d.embedding.len() != dim || !d.embedding.iter().all(|x| x.is_finite()) {
+                return Err(Error::InvalidInput(format!(
+                    "document {}: embedding of {} values (finite values of dimension {dim} expected)",
+                    d.id,
+                    d.embedding.len()
+                )));
+            }
+            let state = match (&inner.codec, &d.state) {
+                (Some(codec), Some(st)) => Some(codec.encode(st)?),
+                (Some(_), None) => {
+                    return Err(Error::InvalidInput(format!("document {}: this collection keeps states", d.id)))
+                }
+                (None, _) => None,
+            };
+            let tokens = tok.encode(&d.text).len() + 1;
+            total_tokens += tokens;
+            let mut embedding = d.embedding;
+            normalise(&mut embedding);
+            let metadata = d.metadata.unwrap_or(Value::Null);
+            prepared.push(Prepared {
+                record: DocRecord {
+                    id: d.id.clone(),
+                    text: d.text,
+                    metadata: metadata.to_string(),
+                    embedding,
+                    tokens: tokens as u32,
+                },
+                id: d.id,
+                metadata,
+                state,
+            });
+        }
+        self.commit(prepared, total_tokens, false)
+    }
+
+    /// Writes prepared documents in one transaction, then updates the index and metadata map.
+    fn commit(&self, prepared: Vec<Prepared>, tokens: usize, replace: bool) -> Result<InsertReport> {
         let inner = &self.inner;
         let _w = inner.write_lock.lock();
         let mut record = inner.record.read().clone();
@@ -898,6 +949,30 @@ impl Collection {
 }
 
 /// A random 128-bit hex id for documents inserted without one.
+/// Checks a batch's texts and ids (given or generated): no empty text, no empty or repeated id.
+fn batch_ids<'a>(docs: impl Iterator<Item = (Option<&'a str>, &'a str)>) -> Result<Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut ids = Vec::new();
+    for (i, (id, text)) in docs.enumerate() {
+        if text.trim().is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "document {} (batch position {i}) has empty text",
+                id.unwrap_or("?")
+            )));
+        }
+        let id = match id {
+            Some("") => return Err(Error::InvalidInput(format!("batch position {i}: empty id"))),
+            Some(id) => id.to_string(),
+            None => generate_id(),
+        };
+        if !seen.insert(id.clone()) {
+            return Err(Error::DuplicateId(id));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 fn generate_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];

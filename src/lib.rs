@@ -41,7 +41,7 @@ pub mod tokenizer;
 
 pub use collection::{
     CheckReport, Collection, CollectionConfig, CollectionStats, DeleteReport, Document, Hit, InsertReport, NewDocument,
-    QueryOptions, QueryResult, Rerank,
+    PrecomputedDocument, QueryOptions, QueryResult, Rerank,
 };
 pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};

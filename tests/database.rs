@@ -338,3 +338,57 @@ fn cached_template_prefix_gives_the_same_scores_as_online() {
         );
     }
 }
+
+#[test]
+fn precomputed_documents_query_like_embedded_ones() {
+    let f = fixture();
+    let db = f.open();
+    let embedded = db.create_collection("embedded", f.config()).unwrap();
+    let pre = db.create_collection("pre", f.config()).unwrap();
+    let docs = corpus();
+    embedded.insert(docs.clone()).unwrap();
+
+    // Compute embeddings and full offline states outside the collection (no prefix cache).
+    let rt = pre.runtime().clone();
+    let tok = rwkvdb::tokenizer::Tokenizer::world();
+    let emb_tokens: Vec<Vec<u32>> = docs.iter().map(|d| tok.encode_with_eos(&d.text)).collect();
+    let state_tokens: Vec<Vec<u32>> =
+        docs.iter().map(|d| tok.encode(&rwkvdb::model::offline_document_text(&d.text))).collect();
+    let embeddings = rt.embed(&emb_tokens.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+    let states = rt.prefix_states(&state_tokens.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+    let batch: Vec<rwkvdb::PrecomputedDocument> = docs
+        .iter()
+        .zip(embeddings)
+        .zip(states)
+        .map(|((d, embedding), state)| rwkvdb::PrecomputedDocument {
+            id: d.id.clone().unwrap(),
+            text: d.text.clone(),
+            metadata: d.metadata.clone(),
+            embedding,
+            state: Some(state),
+        })
+        .collect();
+
+    // Bad shapes are refused and nothing is written.
+    let mut bad = batch.clone();
+    bad[3].embedding.pop();
+    assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))));
+    let mut bad = batch.clone();
+    bad[5].state = None;
+    assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))));
+    assert_eq!(pre.count().unwrap(), 0);
+
+    pre.insert_precomputed(batch.clone()).unwrap();
+    assert_eq!(pre.count().unwrap(), 40);
+    assert!(matches!(pre.insert_precomputed(batch[..1].to_vec()), Err(Error::DuplicateId(_))));
+    let opts = QueryOptions { top_k: 10, candidates: 20, ..QueryOptions::default() };
+    let a = embedded.query("topic 3 and the number", &opts).unwrap();
+    let b = pre.query("topic 3 and the number", &opts).unwrap();
+    assert_eq!(a.hits.len(), 10);
+    for (x, y) in a.hits.iter().zip(&b.hits) {
+        assert_eq!(x.id, y.id);
+        assert!((x.similarity - y.similarity).abs() < 1e-5);
+        assert!((x.probability.unwrap() - y.probability.unwrap()).abs() < 1e-3, "{x:?} vs {y:?}");
+    }
+    assert!(pre.check().unwrap().problems.is_empty());
+}
