@@ -148,3 +148,38 @@ fn database_session() {
     ok(&rwkvdb(d, &["collection", "drop", "notes"]));
     assert!(!ok(&rwkvdb(d, &["collection", "list"])).contains("notes"));
 }
+
+#[test]
+fn bench_quick_writes_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("e2e.json");
+    ok(&rwkvdb(d, &["bench", "--quick", "--dir", "work", "--out", out.to_str().unwrap(), "--sizes", "200,600"]));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(v["insert"]["docs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["insert"]["tokens_per_s"].as_f64().unwrap() > v["insert"]["docs_per_s"].as_f64().unwrap());
+    let query = v["query"].as_array().unwrap();
+    assert_eq!(query.len(), 6, "2 sizes x 3 rerank modes");
+    for q in query {
+        let (p50, p99) = (q["p50_ms"].as_f64().unwrap(), q["p99_ms"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p99 >= p50, "{q}");
+    }
+    let speedup = v["speedup"].as_array().unwrap();
+    assert_eq!(speedup.len(), 2);
+    for s in speedup {
+        assert!(s["offline_pairs_per_s"].as_f64().unwrap() > 0.0 && s["online_pairs_per_s"].as_f64().unwrap() > 0.0);
+    }
+    // Presets: smaller presets store fewer bytes.
+    let bytes: Vec<f64> =
+        v["bytes_per_doc"].as_array().unwrap().iter().map(|r| r["state_bytes_per_doc"].as_f64().unwrap()).collect();
+    assert_eq!(bytes.len(), 4);
+    assert!(
+        bytes[1] > bytes[0] && bytes[0] > bytes[2] && bytes[2] > bytes[3],
+        "exact > balanced > compact > tiny: {bytes:?}"
+    );
+    assert_eq!(v["cold_open"][0]["n_docs"], 600);
+    // The working databases are removed afterwards.
+    let left: Vec<_> =
+        std::fs::read_dir(d.join("work")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".redb")), "{left:?}");
+}

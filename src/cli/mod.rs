@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 error (message on stderr),
 //! 2 usage error (from clap).
 
+mod bench_cmd;
 mod db_cmd;
 mod demo;
 mod model_cmd;
@@ -27,6 +28,7 @@ const EXAMPLES: &str = "Examples:
   rwkvdb --db my.redb query -c notes \"what is a black hole?\" --top-k 5
   rwkvdb --db my.redb query -c notes \"black holes\" --filter '{\"topic\":\"astronomy\"}' --json
   rwkvdb model eval --embedder emb.pth --reranker rr.pth --input in.json --output out.json
+  rwkvdb bench --quick --out /tmp/e2e.json        # end-to-end benchmark (full run: see docs/performance.md)
 
 The database path can also come from $RWKVDB_PATH.";
 
@@ -86,6 +88,8 @@ enum Command {
     Model(model_cmd::ModelCommand),
     /// Run the end-to-end demo on the bundled corpus.
     Demo(demo::DemoArgs),
+    /// End-to-end benchmark: insert throughput, query latency, rerank speedup, bytes per document.
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// Parses arguments, runs the command, prints errors to stderr.
@@ -104,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Compact => db_cmd::compact(db),
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

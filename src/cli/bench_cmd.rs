@@ -1,0 +1,375 @@
+//! `rwkvdb bench`: the end-to-end benchmark. Everything runs through the public library API on
+//! real database files: insert throughput with the model, query latency (no rerank, offline,
+//! online) at each collection size, offline vs online rerank against document length, bytes per
+//! document per precision preset and the cold open time of the largest collection.
+//!
+//! Large collections are built from *generated* documents so that building them takes minutes,
+//! not days: each is a copy of a real corpus document (its text, its real offline state) with
+//! the real embedding plus noise, so ANN search, state loading and reranking do the same work
+//! as on embedded documents.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rwkvdb::checkpoint::{self, synth::SynthConfig, StoredDType};
+use rwkvdb::codec::Preset;
+use rwkvdb::model::{offline_document_text, ModelState};
+use rwkvdb::tokenizer::Tokenizer;
+use rwkvdb::{
+    Collection, CollectionConfig, Database, NewDocument, OpenOptions, PrecomputedDocument, QueryOptions, Rerank,
+};
+use serde_json::{json, Value};
+
+use super::CliResult;
+
+const CORPUS: &str = include_str!("../../docs/demo/corpus.jsonl");
+
+const QUESTIONS: &[&str] = &[
+    "How do I compress data?",
+    "How can I read and write CSV files?",
+    "Which module implements a priority queue?",
+    "How do I compute a SHA-256 hash?",
+    "parse a date from a string",
+    "generate random numbers",
+    "open a network socket",
+    "run a subprocess and capture its output",
+    "serialise objects to bytes",
+    "work with temporary files",
+    "format text to a fixed width",
+    "match regular expressions",
+    "read a configuration file",
+    "measure elapsed time",
+    "copy a directory tree",
+    "decode base64 data",
+    "send an email",
+    "schedule a function to run later",
+    "compare two sequences and show differences",
+    "how are decimal numbers rounded?",
+];
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Working folder for model files and databases (needs tens of GB at the default sizes).
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "docs/bench/e2e.json")]
+    out: PathBuf,
+    /// A small model and small collections: checks the machinery in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Collection sizes for query latency (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    sizes: Vec<usize>,
+    /// State preset for collections above 10,000 documents (keeps the file within disk space).
+    #[arg(long, default_value = "tiny")]
+    large_preset: String,
+    /// Documents embedded for the insert throughput run.
+    #[arg(long, default_value_t = 200)]
+    insert_docs: usize,
+    /// Timed queries per mode and size (online rerank, the slow path, uses a quarter as many).
+    #[arg(long, default_value_t = 20)]
+    queries: usize,
+    /// Keep the benchmark databases instead of deleting them.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Model shape and query settings of one run.
+struct Plan {
+    synth: SynthConfig,
+    candidates: usize,
+    /// Tokens per document for the insert and query runs.
+    doc_tokens: usize,
+    /// (document tokens, online candidates) of the speedup runs.
+    doc_lengths: Vec<(usize, usize)>,
+}
+
+pub fn run(mut a: BenchArgs) -> CliResult {
+    let plan = if a.quick {
+        if a.sizes == [10_000, 100_000] {
+            a.sizes = vec![300, 1000];
+        }
+        a.insert_docs = a.insert_docs.min(40);
+        a.queries = a.queries.min(6);
+        Plan {
+            synth: SynthConfig { layers: 2, width: 128, reranker_layers: vec![1], seed: 5, ..SynthConfig::default() },
+            candidates: 10,
+            doc_tokens: 64,
+            doc_lengths: vec![(64, 10), (256, 10)],
+        }
+    } else {
+        Plan {
+            synth: SynthConfig {
+                layers: 12,
+                width: 768,
+                reranker_layers: vec![1, 6, 10],
+                seed: 1,
+                ..SynthConfig::default()
+            },
+            candidates: 50,
+            doc_tokens: 256,
+            doc_lengths: vec![(128, 50), (512, 50), (2048, 20), (4096, 10)],
+        }
+    };
+    let large_preset = Preset::parse(&a.large_preset).ok_or_else(|| format!("unknown preset {:?}", a.large_preset))?;
+    std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let s = &plan.synth;
+    let (embedder, reranker) = (
+        a.dir.join(format!("emb-{}x{}.pth", s.layers, s.width)),
+        a.dir.join(format!("rr-{}x{}.pth", s.layers, s.width)),
+    );
+    if !embedder.exists() || !reranker.exists() {
+        eprintln!("writing a synthetic {}x{} model to {}", s.layers, s.width, a.dir.display());
+        checkpoint::pth::write(&embedder, &checkpoint::synth::synth_embedder(s), StoredDType::F32)?;
+        checkpoint::pth::write(&reranker, &checkpoint::synth::synth_reranker(s), StoredDType::F32)?;
+    }
+    let config = |preset: Preset| CollectionConfig {
+        state_preset: preset.name().to_string(),
+        ..CollectionConfig::new(&embedder, Some(reranker.clone()))
+    };
+    let corpus: Vec<NewDocument> = CORPUS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bundled corpus: {e}"))?;
+
+    // Documents of a chosen length: distinct windows of the concatenated corpus.
+    let tok = Tokenizer::world();
+    let long_text: String = corpus.iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join("\n");
+    let long_tokens = tok.encode(&long_text);
+    let window = |i: usize, doc_tokens: usize| -> String {
+        let start = (i * 997) % long_tokens.len().saturating_sub(doc_tokens).max(1);
+        let end = (start + doc_tokens).min(long_tokens.len());
+        // A window may cut a multi-byte character at either end: decode lossily.
+        let bytes = tok.decode_bytes(&long_tokens[start..end]).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+
+    // 1. Insert throughput: the whole pipeline, model included, durable commits.
+    let db_path = a.dir.join("bench-insert.redb");
+    remove_db(&db_path);
+    let db = Database::open(&db_path, OpenOptions::default())?;
+    let c = db.create_collection("insert", config(Preset::default()))?;
+    let docs: Vec<NewDocument> = (0..a.insert_docs)
+        .map(|i| NewDocument { id: Some(format!("d{i}")), text: window(i, plan.doc_tokens), metadata: None })
+        .collect();
+    // Warm-up batch (session creation), not timed.
+    c.insert(docs[..2].to_vec())?;
+    let t = Instant::now();
+    let mut tokens = 0;
+    for batch in docs[2..].chunks(32) {
+        tokens += c.insert(batch.to_vec())?.tokens;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let inserted = docs.len() - 2;
+    let insert = json!({"docs": inserted, "tokens": tokens, "doc_tokens": plan.doc_tokens, "batch": 32, "seconds": secs,
+        "docs_per_s": inserted as f64 / secs, "tokens_per_s": tokens as f64 / secs});
+    eprintln!(
+        "insert: {inserted} docs, {tokens} tokens in {secs:.1}s ({:.1} docs/s, {:.0} tokens/s)",
+        inserted as f64 / secs,
+        tokens as f64 / secs
+    );
+
+    // 2. A pool of real embeddings and offline states to build large collections from.
+    let rt = c.runtime().clone();
+    let pool_texts: Vec<String> =
+        (0..if a.quick { 20 } else { 64 }).map(|i| window(1000 + i, plan.doc_tokens)).collect();
+    let seqs: Vec<Vec<u32>> = pool_texts.iter().map(|t| tok.encode_with_eos(t)).collect();
+    let mut embeddings = rt.embed(&seqs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+    for e in &mut embeddings {
+        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        e.iter_mut().for_each(|x| *x /= norm);
+    }
+    let seqs: Vec<Vec<u32>> = pool_texts.iter().map(|t| tok.encode(&offline_document_text(t))).collect();
+    let states = rt.prefix_states(&seqs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+    let pool = Pool { texts: pool_texts, embeddings, states };
+    drop(c);
+    drop(db);
+    remove_db(&db_path);
+
+    // 3. Query latency per collection size; cold open of the largest.
+    let mut queries = Vec::new();
+    let mut cold_open = Vec::new();
+    let largest = a.sizes.iter().copied().max().unwrap_or(0);
+    for &n in &a.sizes {
+        let preset = if n > 10_000 { large_preset } else { Preset::default() };
+        let path = a.dir.join(format!("bench-{n}.redb"));
+        remove_db(&path);
+        {
+            let db = Database::open(&path, OpenOptions { durable: false, ..OpenOptions::default() })?;
+            let c = db.create_collection("bench", config(preset))?;
+            fill(&c, &pool, n, |i| pool.texts[i % pool.texts.len()].clone())?;
+            for rerank in [Rerank::None, Rerank::Offline, Rerank::Online] {
+                let count = if rerank == Rerank::Online { a.queries.div_ceil(4) } else { a.queries };
+                let opts = QueryOptions { top_k: 10, candidates: plan.candidates, rerank, ..QueryOptions::default() };
+                let mut ms = latencies(&c, &opts, count)?;
+                let (p50, p99) = percentiles(&mut ms);
+                eprintln!("query n={n} {rerank:?}: p50 {p50:.1} ms, p99 {p99:.1} ms ({count} queries)");
+                queries.push(json!({"n_docs": n, "rerank": rerank_name(rerank), "preset": preset.name(),
+                    "candidates": plan.candidates, "top_k": 10, "queries": count, "p50_ms": p50, "p99_ms": p99}));
+            }
+        }
+        if n == largest {
+            let t = Instant::now();
+            let db = Database::open(&path, OpenOptions::default())?;
+            let c = db.collection("bench")?;
+            let secs = t.elapsed().as_secs_f64();
+            eprintln!("cold open of {} documents: {secs:.1}s", c.count()?);
+            cold_open.push(json!({"n_docs": n, "seconds": secs}));
+        }
+        if !a.keep {
+            remove_db(&path);
+        }
+    }
+
+    // 4. Offline vs online rerank against document length.
+    let mut speedup = Vec::new();
+    for &(doc_tokens, online_candidates) in &plan.doc_lengths {
+        let path = a.dir.join(format!("bench-len{doc_tokens}.redb"));
+        remove_db(&path);
+        let db = Database::open(&path, OpenOptions { durable: false, ..OpenOptions::default() })?;
+        let c = db.create_collection("len", config(Preset::default()))?;
+        let n = plan.candidates.max(online_candidates);
+        fill(&c, &pool, n, |i| window(i, doc_tokens - 1))?;
+        let pairs_per_s = |candidates: usize, rerank: Rerank| -> Result<f64, rwkvdb::Error> {
+            let opts = QueryOptions { top_k: candidates, candidates, rerank, ..QueryOptions::default() };
+            c.query(QUESTIONS[0], &opts)?; // warm-up
+            let t = Instant::now();
+            c.query(QUESTIONS[1], &opts)?;
+            Ok(candidates as f64 / t.elapsed().as_secs_f64())
+        };
+        let offline = pairs_per_s(plan.candidates, Rerank::Offline)?;
+        let online = pairs_per_s(online_candidates, Rerank::Online)?;
+        eprintln!(
+            "doc {doc_tokens} tokens: offline {offline:.1} pairs/s, online {online:.2} pairs/s ({:.1}x)",
+            offline / online
+        );
+        speedup.push(json!({"doc_tokens": doc_tokens, "offline_candidates": plan.candidates,
+            "online_candidates": online_candidates, "offline_pairs_per_s": offline,
+            "online_pairs_per_s": online, "speedup": offline / online}));
+        drop(c);
+        drop(db);
+        remove_db(&path);
+    }
+
+    // 5. Bytes per document on disk, per preset (file size over documents, after compaction).
+    let mut bytes = Vec::new();
+    let n = if a.quick { 20 } else { 200 };
+    for preset in Preset::ALL {
+        let path = a.dir.join(format!("bench-preset-{}.redb", preset.name()));
+        remove_db(&path);
+        {
+            let db = Database::open(&path, OpenOptions::default())?;
+            let c = db.create_collection("p", config(preset))?;
+            fill(&c, &pool, n, |i| pool.texts[i % pool.texts.len()].clone())?;
+            let st = c.stats()?;
+            bytes.push(json!({"preset": preset.name(), "default": preset == Preset::default(),
+                "state_bytes_per_doc": st.state_bytes_per_document, "doc_bytes_per_doc": st.doc_bytes_per_document}));
+        }
+        Database::compact_file(&path)?;
+        let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if let Some(Value::Object(row)) = bytes.last_mut() {
+            row.insert("file_bytes_per_doc".into(), json!(file as f64 / n as f64));
+        }
+        remove_db(&path);
+    }
+
+    let out = json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "doc_tokens": plan.doc_tokens,
+        "model": {"layers": s.layers, "width": s.width, "reranker_layers": s.reranker_layers, "synthetic": true},
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "insert": insert,
+        "query": queries,
+        "speedup": speedup,
+        "bytes_per_doc": bytes,
+        "cold_open": cold_open,
+        "cold_open_s_100k": cold_open.iter().find(|r| r["n_docs"] == 100_000).map(|r| r["seconds"].clone()),
+        "notes": "Collections for query latency and speedup are built from generated documents: copies of real \
+                  corpus documents with their real offline states and noisy real embeddings. Collections above \
+                  10,000 documents store states with the large preset to fit on disk.",
+    });
+    if let Some(parent) = a.out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(&a.out, serde_json::to_string_pretty(&out)?).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Real embeddings and states of a few corpus documents.
+struct Pool {
+    texts: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+    states: Vec<ModelState>,
+}
+
+/// Adds `n` generated documents: document `i` copies pool entry `i % pool` (state, unit
+/// embedding plus noise of norm ~0.3) with the text `text(i)`.
+fn fill(c: &Collection, pool: &Pool, n: usize, text: impl Fn(usize) -> String) -> Result<(), rwkvdb::Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} docs, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("building {n}"));
+    let k = pool.states.len();
+    let noise = 0.5 / (pool.embeddings[0].len() as f32).sqrt();
+    for start in (0..n).step_by(500) {
+        let batch = (start..(start + 500).min(n))
+            .map(|i| PrecomputedDocument {
+                id: format!("g{i}"),
+                text: text(i),
+                metadata: Some(json!({"n": i})),
+                embedding: pool.embeddings[i % k].iter().map(|x| x + noise * rng.gen_range(-1.0f32..1.0)).collect(),
+                state: Some(pool.states[i % k].clone()),
+            })
+            .collect::<Vec<_>>();
+        c.insert_precomputed(batch)?;
+        bar.set_position((start + 500).min(n) as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Wall-clock milliseconds of `count` queries (after one warm-up query).
+fn latencies(c: &Collection, opts: &QueryOptions, count: usize) -> Result<Vec<f64>, rwkvdb::Error> {
+    c.query("warm-up", opts)?;
+    let mut ms = Vec::with_capacity(count);
+    for q in QUESTIONS.iter().cycle().take(count) {
+        let t = Instant::now();
+        c.query(q, opts)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(ms)
+}
+
+/// (p50, p99) by the nearest-rank method.
+fn percentiles(ms: &mut [f64]) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    if ms.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (rank(0.50), rank(0.99))
+    }
+}
+
+fn rerank_name(r: Rerank) -> &'static str {
+    match r {
+        Rerank::None => "none",
+        Rerank::Offline => "offline",
+        Rerank::Online => "online",
+    }
+}
+
+/// Deletes a database file if present (the benchmark starts from empty files).
+fn remove_db(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
