@@ -64,6 +64,19 @@ impl Database {
         Ok(Self { path, db: Arc::new(db), opts, models: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) })
     }
 
+    /// Opens (or initialises) a database over a custom redb storage backend, e.g. one that
+    /// injects I/O faults in tests. `label` stands for the path in errors and compaction is not
+    /// available. After any I/O error the handle must be dropped and the database reopened.
+    pub fn open_with_backend(
+        label: impl AsRef<Path>,
+        backend: impl redb::StorageBackend,
+        opts: OpenOptions,
+    ) -> Result<Self> {
+        let path = label.as_ref().to_path_buf();
+        let db = store::open_backend(backend, &path)?;
+        Ok(Self { path, db: Arc::new(db), opts, models: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) })
+    }
+
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path

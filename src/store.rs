@@ -217,8 +217,7 @@ impl<'a> Reader<'a> {
 
 /// Opens (or creates) the database file and checks it is an rwkvdb file this build can read.
 pub fn open_file(path: &Path, create: bool) -> Result<Database, StoreError> {
-    let exists = path.exists();
-    let db = if exists {
+    let db = if path.exists() {
         Database::open(path)
     } else if create {
         Database::create(path)
@@ -228,15 +227,30 @@ pub fn open_file(path: &Path, create: bool) -> Result<Database, StoreError> {
             format!("{}: no such database file", path.display()),
         ))));
     };
-    let db = db.map_err(|e| match e {
+    let db = db.map_err(|e| open_error(e, path))?;
+    prepare(db, path)
+}
+
+/// Opens a database over any redb storage backend (fault injection, in-memory files);
+/// `label` names it in errors.
+pub fn open_backend(backend: impl redb::StorageBackend, label: &Path) -> Result<Database, StoreError> {
+    let db = redb::Builder::new().create_with_backend(backend).map_err(|e| open_error(e, label))?;
+    prepare(db, label)
+}
+
+fn open_error(e: redb::DatabaseError, path: &Path) -> StoreError {
+    match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_path_buf() },
         // redb reports a foreign file (bad magic) as InvalidData; other I/O errors stay I/O errors.
         redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
             StoreError::Redb(redb::Error::Io(io))
         }
         other => StoreError::NotADatabase { path: path.to_path_buf(), reason: other.to_string() },
-    })?;
+    }
+}
 
+/// Checks rwkvdb's metadata (and upgrades older versions); an empty file gets fresh metadata.
+fn prepare(db: Database, path: &Path) -> Result<Database, StoreError> {
     // A fresh file gets the metadata; an existing one must already have it.
     let has_meta = {
         let r = db.begin_read()?;
@@ -265,7 +279,7 @@ pub fn open_file(path: &Path, create: bool) -> Result<Database, StoreError> {
                 let empty = r.list_tables()?.next().is_none();
                 empty
             };
-            if !is_empty || exists && !create_ok_for_existing(&db)? {
+            if !is_empty {
                 return Err(StoreError::ForeignDatabase { path: path.to_path_buf() });
             }
             let w = db.begin_write()?;
@@ -279,13 +293,6 @@ pub fn open_file(path: &Path, create: bool) -> Result<Database, StoreError> {
         }
     }
     Ok(db)
-}
-
-/// An existing but empty redb file (e.g. created and never written) may be initialised.
-fn create_ok_for_existing(db: &Database) -> Result<bool, StoreError> {
-    let r = db.begin_read()?;
-    let empty = r.list_tables()?.next().is_none();
-    Ok(empty)
 }
 
 /// Reads every collection record.
