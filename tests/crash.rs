@@ -1,5 +1,5 @@
-//! Crash safety: a child process inserts, upserts and deletes in a loop and is SIGKILLed at random
-//! moments. After every kill the database must reopen with every acknowledged batch present and
+//! Crash safety: a child process inserts, upserts, deletes, rebuilds the index and compacts the
+//! file in a loop and is SIGKILLed at random moments. After every kill the database must reopen with every acknowledged batch present and
 //! queryable, nothing half-written, and store and index in agreement.
 //!
 //! The child is this same test binary, re-run with `RWKVDB_CRASH_CHILD` set (see `child_writer`).
@@ -28,14 +28,20 @@ fn batch_docs(b: u64) -> Vec<NewDocument> {
 }
 
 /// The child: writes batches forever, printing `ACK <n>` after each committed one. Every fifth
-/// batch also upserts a document of the previous batch and deletes one from two batches back.
+/// batch also upserts a document of the previous batch and deletes one from two batches back;
+/// every third rebuilds the ANN index; every sixth closes the database, compacts the file and
+/// reopens it.
 #[test]
 #[ignore = "run by crash_kill_loop as a child process"]
 fn child_writer() {
     let Ok(dir) = std::env::var("RWKVDB_CRASH_CHILD") else { return };
-    let dir = PathBuf::from(dir);
-    let db = Database::open(dir.join("crash.redb"), OpenOptions::default()).unwrap();
-    let c = db.collection("c").unwrap();
+    let path = PathBuf::from(dir).join("crash.redb");
+    let open = || {
+        let db = Database::open(&path, OpenOptions::default()).unwrap();
+        let c = db.collection("c").unwrap();
+        (db, c)
+    };
+    let (mut db, mut c) = open();
     let mut b: u64 = std::env::var("RWKVDB_CRASH_START").unwrap().parse().unwrap();
     println!("READY");
     loop {
@@ -49,6 +55,17 @@ fn child_writer() {
             c.delete(&[&format!("b{}-3", b - 2)]).unwrap();
             println!("ACK delete {}", b - 2);
         }
+        if b % 3 == 0 {
+            c.rebuild_index().unwrap();
+            println!("ACK rebuild {b}");
+        }
+        if b % 6 == 0 {
+            drop(c);
+            drop(db);
+            Database::compact_file(&path).unwrap();
+            (db, c) = open();
+            println!("ACK compact {b}");
+        }
         b += 1;
     }
 }
@@ -58,6 +75,8 @@ struct Acked {
     inserted: Vec<u64>,
     upserted: Vec<u64>,
     deleted: Vec<u64>,
+    rebuilds: usize,
+    compactions: usize,
 }
 
 fn run_child(dir: &Path, start: u64, kill_after: Duration, acked: &mut Acked) -> u64 {
@@ -66,7 +85,7 @@ fn run_child(dir: &Path, start: u64, kill_after: Duration, acked: &mut Acked) ->
         .env("RWKVDB_CRASH_CHILD", dir)
         .env("RWKVDB_CRASH_START", start.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("child-stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -98,7 +117,9 @@ fn run_child(dir: &Path, start: u64, kill_after: Duration, acked: &mut Acked) ->
                             last = n + 1;
                         }
                         "upsert" => acked.upserted.push(n),
-                        _ => acked.deleted.push(n),
+                        "delete" => acked.deleted.push(n),
+                        "rebuild" => acked.rebuilds += 1,
+                        _ => acked.compactions += 1,
                     }
                 }
             }
@@ -135,7 +156,7 @@ fn crash_kill_loop() {
     let mut seed = 0x9e37_79b9_u64;
     for round in 0..kills {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let kill_after = Duration::from_millis(20 + (seed >> 33) % 400);
+        let kill_after = Duration::from_millis(20 + (seed >> 33) % 1200);
         next = run_child(dir.path(), next, kill_after, &mut acked);
 
         let db = Database::open(dir.path().join("crash.redb"), OpenOptions::default()).unwrap();
@@ -182,4 +203,17 @@ fn crash_kill_loop() {
         }
     }
     assert!(acked.inserted.len() >= kills / 2, "the child made too little progress: {}", acked.inserted.len());
+    eprintln!(
+        "{kills} kills: {} batches, {} upserts, {} deletes, {} index rebuilds, {} compactions acknowledged",
+        acked.inserted.len(),
+        acked.upserted.len(),
+        acked.deleted.len(),
+        acked.rebuilds,
+        acked.compactions
+    );
+    let log = std::fs::read_to_string(dir.path().join("child-stderr.log")).unwrap_or_default();
+    assert!(
+        acked.rebuilds > 0 && acked.compactions > 0,
+        "no rebuild or compaction between kills; last child said:\n{log}"
+    );
 }
