@@ -23,8 +23,20 @@ use crate::model::{offline_document_text, offline_query_text, online_text, Model
 use crate::store::{self, CollectionRecord, CollectionTables, DocRecord};
 use crate::tokenizer::Tokenizer;
 
+/// Most documents in one insert batch (one write transaction).
+pub const MAX_BATCH_DOCS: usize = 4096;
+/// Longest document id, in bytes.
+pub const MAX_ID_BYTES: usize = 1024;
+/// Largest document text, in bytes (the token limit usually binds first).
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
+/// Largest metadata of one document, as JSON text.
+pub const MAX_METADATA_BYTES: usize = 64 << 10;
 /// Upper bound on `top_k` and `candidates` of one query.
 pub const MAX_CANDIDATES: usize = 10_000;
+/// Documents whose f32 states are alive together, in a query's rerank (decode + resume) and in
+/// an insert (compute + encode): bounds memory to `RERANK_CHUNK` decoded states (~2 MB each at
+/// the 0.1B shape) whatever the number of candidates or the batch size.
+pub const RERANK_CHUNK: usize = 128;
 
 /// How a collection is configured at creation (stored in the file).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -406,7 +418,7 @@ impl Collection {
         let inner = &self.inner;
         let tok = Tokenizer::world();
         let cfg = inner.record.read().config.clone();
-        let ids = batch_ids(docs.iter().map(|d| (d.id.as_deref(), d.text.as_str())))?;
+        let ids = batch_ids(docs.iter().map(|d| (d.id.as_deref(), d.text.as_str(), d.metadata.as_ref())))?;
 
         // Embedding input: text + EOS. State input: the offline index template (no EOS).
         let max = cfg.max_doc_tokens.max(2);
@@ -435,37 +447,37 @@ impl Collection {
         }
         let refs: Vec<&[u32]> = embed_tokens.iter().map(Vec::as_slice).collect();
         let embeddings = inner.runtime.embed(&refs)?;
-        let states = match (&inner.codec, &inner.prefix) {
-            (Some(_), Some(prefix)) => {
-                let mut starts = Vec::with_capacity(state_tokens.len());
-                let mut rests: Vec<&[u32]> = Vec::with_capacity(state_tokens.len());
-                for s in &state_tokens {
+        // States are computed and encoded RERANK_CHUNK documents at a time: only the encoded
+        // blobs (a few hundred KB each) live for the whole batch.
+        let mut encoded: Vec<Option<Vec<u8>>> = vec![None; docs.len()];
+        if let (Some(codec), Some(prefix)) = (&inner.codec, &inner.prefix) {
+            let rt = &inner.runtime;
+            for (chunk_no, chunk) in state_tokens.chunks(RERANK_CHUNK).enumerate() {
+                let mut starts = Vec::with_capacity(chunk.len());
+                let mut rests: Vec<&[u32]> = Vec::with_capacity(chunk.len());
+                for s in chunk {
                     match prefix.find(s) {
                         Some((len, st)) => {
                             starts.push(st.clone());
                             rests.push(&s[*len..]);
                         }
                         None => {
-                            let rt = &inner.runtime;
                             starts.push(ModelState::zeros(rt.state_layers(), rt.config().width));
                             rests.push(s);
                         }
                     }
                 }
-                Some(inner.runtime.resume_states(starts, &rests)?)
+                for (i, state) in rt.resume_states(starts, &rests)?.iter().enumerate() {
+                    encoded[chunk_no * RERANK_CHUNK + i] = Some(codec.encode(state)?);
+                }
             }
-            _ => None,
-        };
+        }
         let mut out = Vec::with_capacity(docs.len());
         let mut total_tokens = 0;
-        for (i, (d, id)) in docs.into_iter().zip(ids).enumerate() {
-            let mut emb = embeddings[i].clone();
+        let per_doc = docs.into_iter().zip(ids).zip(embeddings).zip(encoded);
+        for (i, (((d, id), mut emb), state)) in per_doc.enumerate() {
             normalise(&mut emb);
             let metadata = d.metadata.unwrap_or(Value::Null);
-            let state = match (&states, &inner.codec) {
-                (Some(s), Some(codec)) => Some(codec.encode(&s[i])?),
-                _ => None,
-            };
             total_tokens += embed_tokens[i].len();
             out.push(Prepared {
                 record: DocRecord {
@@ -499,7 +511,7 @@ impl Collection {
             return Ok(InsertReport::default());
         }
         let inner = &self.inner;
-        batch_ids(docs.iter().map(|d| (Some(d.id.as_str()), d.text.as_str())))?;
+        batch_ids(docs.iter().map(|d| (Some(d.id.as_str()), d.text.as_str(), d.metadata.as_ref())))?;
         let dim = inner.runtime.config().width;
         let tok = Tokenizer::world();
         let mut prepared = Vec::with_capacity(docs.len());
@@ -678,7 +690,8 @@ impl Collection {
         }
         if opts.candidates.max(opts.top_k) > MAX_CANDIDATES {
             // Memory per query grows with candidates x state size (~2 MB each at the 0.1B shape).
-            return Err(Error::InvalidInput(format!("at most {MAX_CANDIDATES} candidates per query")));
+            let what = "query candidates (max of top_k and candidates)".to_string();
+            return Err(Error::LimitExceeded { what, value: opts.candidates.max(opts.top_k), max: MAX_CANDIDATES });
         }
         let tok = Tokenizer::world();
         let t0 = Instant::now();
@@ -702,71 +715,68 @@ impl Collection {
         };
         let t2 = Instant::now();
 
-        // Load records (and states) in one read transaction.
+        // Load records, then (offline rerank) states chunk by chunk, in one read transaction:
+        // decoded f32 states are large (~2 MB each at the 0.1B shape), so at most
+        // RERANK_CHUNK of them are alive at a time whatever the number of candidates.
         let r = inner.db.begin_read().map_err(store::StoreError::from)?;
         let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
-        let want_states = opts.rerank == Rerank::Offline && inner.codec.is_some();
-        let states_t = if want_states {
-            Some(r.open_table(inner.tables.states()).map_err(store::StoreError::from)?)
-        } else {
-            None
-        };
-        let mut rows: Vec<(DocRecord, f32, Option<ModelState>)> = Vec::with_capacity(candidates.len());
+        let mut rows: Vec<(u64, DocRecord, f32)> = Vec::with_capacity(candidates.len());
         for (key, sim) in candidates {
             let Some(raw) = docs.get(key).map_err(store::StoreError::from)? else { continue };
-            let rec = match DocRecord::decode(raw.value(), || format!("document key {key}")) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    result.skipped.push((format!("key {key}"), e.to_string()));
-                    continue;
-                }
-            };
-            let state = match (&states_t, &inner.codec) {
-                (Some(st), Some(codec)) => match st.get(key).map_err(store::StoreError::from)? {
-                    Some(blob) => match codec.decode(blob.value()) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            result.skipped.push((rec.id.clone(), format!("state: {e}")));
-                            continue;
-                        }
-                    },
-                    None => {
-                        result.skipped.push((rec.id.clone(), "state missing".into()));
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            rows.push((rec, sim, state));
+            match DocRecord::decode(raw.value(), || format!("document key {key}")) {
+                Ok(rec) => rows.push((key, rec, sim)),
+                Err(e) => result.skipped.push((format!("key {key}"), e.to_string())),
+            }
         }
         drop(docs);
-        drop(states_t);
-        drop(r);
         let t3 = Instant::now();
+        let mut load_time = t3 - t2;
 
-        let logits: Option<Vec<f32>> = match opts.rerank {
-            Rerank::None => None,
+        let logits: Option<Vec<f32>> = match (opts.rerank, &inner.codec) {
+            (Rerank::None, _) => None,
             _ if !inner.runtime.has_reranker() => return Err(Error::Config("this collection has no reranker".into())),
             _ if rows.is_empty() => Some(Vec::new()),
-            Rerank::Offline => {
+            (Rerank::Offline, Some(codec)) => {
+                let states_t = r.open_table(inner.tables.states()).map_err(store::StoreError::from)?;
                 let q = tok.encode_with_eos(&offline_query_text(text));
-                let queries: Vec<&[u32]> = rows.iter().map(|_| q.as_slice()).collect();
-                let states: Vec<ModelState> = rows.iter_mut().filter_map(|r| r.2.take()).collect();
-                Some(inner.runtime.resume_and_score(states, &queries)?)
+                let mut logits = Vec::with_capacity(rows.len());
+                let mut usable = Vec::with_capacity(rows.len());
+                for chunk in rows.chunks(RERANK_CHUNK) {
+                    let t = Instant::now();
+                    let mut states = Vec::with_capacity(chunk.len());
+                    for (key, rec, _) in chunk {
+                        let decoded = match states_t.get(*key).map_err(store::StoreError::from)? {
+                            Some(blob) => codec.decode(blob.value()).map_err(|e| format!("state: {e}")),
+                            None => Err("state missing".to_string()),
+                        };
+                        usable.push(decoded.is_ok());
+                        match decoded {
+                            Ok(s) => states.push(s),
+                            Err(reason) => result.skipped.push((rec.id.clone(), reason)),
+                        }
+                    }
+                    load_time += t.elapsed();
+                    let queries = vec![q.as_slice(); states.len()];
+                    logits.extend(inner.runtime.resume_and_score(states, &queries)?);
+                }
+                let mut keep = usable.into_iter();
+                rows.retain(|_| keep.next().unwrap_or(false));
+                Some(logits)
             }
-            Rerank::Online => {
+            _ => {
                 let seqs: Vec<Vec<u32>> =
-                    rows.iter().map(|r| tok.encode_with_eos(&online_text(&r.0.text, text))).collect();
+                    rows.iter().map(|r| tok.encode_with_eos(&online_text(&r.1.text, text))).collect();
                 let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
                 Some(inner.runtime.online_scores(&refs)?)
             }
         };
+        drop(r);
         let t4 = Instant::now();
 
         let mut hits: Vec<Hit> = rows
             .into_iter()
             .enumerate()
-            .map(|(i, (rec, sim, _))| {
+            .map(|(i, (_, rec, sim))| {
                 let logit = logits.as_ref().map(|l| l[i]);
                 Hit {
                     id: rec.id,
@@ -786,7 +796,8 @@ impl Collection {
         hits.truncate(opts.top_k);
         result.hits = hits;
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        result.timings_ms = [ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)];
+        let load_ms = load_time.as_secs_f64() * 1e3;
+        result.timings_ms = [ms(t0, t1), ms(t1, t2), load_ms, ms(t2, t4) - load_ms];
         Ok(result)
     }
 }
@@ -949,20 +960,37 @@ impl Collection {
 }
 
 /// A random 128-bit hex id for documents inserted without one.
-/// Checks a batch's texts and ids (given or generated): no empty text, no empty or repeated id.
-fn batch_ids<'a>(docs: impl Iterator<Item = (Option<&'a str>, &'a str)>) -> Result<Vec<String>> {
+/// Checks a batch against the limits and returns its ids (given or generated): no empty text,
+/// no empty or repeated id, nothing over [`MAX_BATCH_DOCS`], [`MAX_ID_BYTES`],
+/// [`MAX_TEXT_BYTES`] or [`MAX_METADATA_BYTES`].
+fn batch_ids<'a>(
+    docs: impl ExactSizeIterator<Item = (Option<&'a str>, &'a str, Option<&'a Value>)>,
+) -> Result<Vec<String>> {
+    let limit = |what: String, value: usize, max: usize| {
+        if value > max {
+            Err(Error::LimitExceeded { what, value, max })
+        } else {
+            Ok(())
+        }
+    };
+    limit("documents in one batch".into(), docs.len(), MAX_BATCH_DOCS)?;
     let mut seen = HashSet::new();
     let mut ids = Vec::new();
-    for (i, (id, text)) in docs.enumerate() {
+    for (i, (id, text, metadata)) in docs.enumerate() {
+        let name = || format!("document {} (batch position {i})", id.unwrap_or("?"));
         if text.trim().is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "document {} (batch position {i}) has empty text",
-                id.unwrap_or("?")
-            )));
+            return Err(Error::InvalidInput(format!("{} has empty text", name())));
+        }
+        limit(format!("{}: text bytes", name()), text.len(), MAX_TEXT_BYTES)?;
+        if let Some(m) = metadata {
+            limit(format!("{}: metadata JSON bytes", name()), m.to_string().len(), MAX_METADATA_BYTES)?;
         }
         let id = match id {
             Some("") => return Err(Error::InvalidInput(format!("batch position {i}: empty id"))),
-            Some(id) => id.to_string(),
+            Some(id) => {
+                limit(format!("batch position {i}: id bytes"), id.len(), MAX_ID_BYTES)?;
+                id.to_string()
+            }
             None => generate_id(),
         };
         if !seen.insert(id.clone()) {

@@ -59,6 +59,16 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A documented limit was exceeded (see `docs/reliability.md`, "Limits").
+    #[error("{what}: {value} exceeds the limit of {max}")]
+    LimitExceeded {
+        /// What was measured (names the document where one is involved).
+        what: String,
+        /// The value found.
+        value: usize,
+        /// The limit.
+        max: usize,
+    },
     /// `create_collection` with a name already in use.
     #[error("collection {0:?} already exists")]
     CollectionExists(String),

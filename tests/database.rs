@@ -151,6 +151,16 @@ fn bad_input_is_rejected_and_nothing_of_the_batch_is_written() {
         (vec![doc("b", "ok", json!(null)), doc("c", &"word ".repeat(200), json!(null))], |e| {
             matches!(e, Error::TooLong { .. })
         }),
+        // Limits (docs/reliability.md): metadata size, id length, batch size.
+        (vec![doc("b", "ok", json!(null)), doc("c", "fine text", json!({"blob": "x".repeat(70_000)}))], |e| {
+            matches!(e, Error::LimitExceeded { max: 65_536, .. })
+        }),
+        (vec![doc("b", "ok", json!(null)), doc(&"i".repeat(1025), "fine text", json!(null))], |e| {
+            matches!(e, Error::LimitExceeded { max: 1024, .. })
+        }),
+        ((0..4097).map(|i| doc(&format!("x{i}"), "t", json!(null))).collect(), |e| {
+            matches!(e, Error::LimitExceeded { value: 4097, max: 4096, .. })
+        }),
     ];
     for (batch, is_expected) in cases {
         let e = c.insert(batch).unwrap_err();
@@ -159,6 +169,8 @@ fn bad_input_is_rejected_and_nothing_of_the_batch_is_written() {
         assert!(c.get("b").unwrap().is_none());
     }
     assert!(matches!(c.query("", &QueryOptions::default()), Err(Error::InvalidInput(_))));
+    let too_many = QueryOptions { candidates: 10_001, ..QueryOptions::default() };
+    assert!(matches!(c.query("q", &too_many), Err(Error::LimitExceeded { max: 10_000, .. })));
     assert!(matches!(db.create_collection("docs", f.config()), Err(Error::CollectionExists(_))));
     assert!(matches!(db.collection("missing"), Err(Error::NoSuchCollection(_))));
 
@@ -228,6 +240,56 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
     assert!(e.to_string().contains("rwkv.blocks.1.att.key.weight"), "{e}");
 }
 
+/// Flips a byte inside a document's stored state through redb itself (collection 1).
+fn corrupt_state(path: &std::path::Path, id: &str) {
+    let raw = redb::Database::open(path).unwrap();
+    let w = raw.begin_write().unwrap();
+    {
+        let ids: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("c1_ids");
+        let states: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("c1_states");
+        let key = w.open_table(ids).unwrap().get(id).unwrap().unwrap().value();
+        let mut t = w.open_table(states).unwrap();
+        let mut blob = t.get(key).unwrap().unwrap().value().to_vec();
+        let mid = blob.len() / 2;
+        blob[mid] ^= 0x40;
+        t.insert(key, blob.as_slice()).unwrap();
+    }
+    w.commit().unwrap();
+}
+
+#[test]
+fn offline_rerank_runs_in_chunks_matches_online_and_skips_damage() {
+    let f = fixture();
+    let n = 2 * rwkvdb::collection::RERANK_CHUNK + 30;
+    {
+        let db = f.open();
+        let c = db.create_collection("docs", f.config()).unwrap();
+        let docs: Vec<NewDocument> = (0..n)
+            .map(|i| {
+                doc(&format!("d{i}"), &format!("Entry {i} is about theme {} and value {}.", i % 9, i * 13), json!({}))
+            })
+            .collect();
+        c.insert(docs).unwrap();
+    }
+    for id in ["d7", "d150", "d280"] {
+        corrupt_state(&f.db_path(), id);
+    }
+    let db = f.open();
+    let c = db.collection("docs").unwrap();
+    let opts = |rerank| QueryOptions { top_k: n, candidates: n, rerank, ..QueryOptions::default() };
+    let off = c.query("theme 4 and value", &opts(Rerank::Offline)).unwrap();
+    let on = c.query("theme 4 and value", &opts(Rerank::Online)).unwrap();
+    let mut skipped: Vec<&str> = off.skipped.iter().map(|(id, _)| id.as_str()).collect();
+    skipped.sort();
+    assert_eq!(skipped, ["d150", "d280", "d7"]);
+    assert_eq!(off.hits.len(), n - 3);
+    assert_eq!(on.hits.len(), n);
+    for h in &off.hits {
+        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
+        assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
+    }
+}
+
 #[test]
 fn corrupted_state_is_skipped_and_reported() {
     let f = fixture();
@@ -236,22 +298,7 @@ fn corrupted_state_is_skipped_and_reported() {
     c.insert(corpus()).unwrap();
     drop(c);
     drop(db);
-    // Flip a byte inside d4's stored state through redb itself.
-    {
-        let raw = redb::Database::open(f.db_path()).unwrap();
-        let w = raw.begin_write().unwrap();
-        {
-            let ids: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("c1_ids");
-            let states: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("c1_states");
-            let key = w.open_table(ids).unwrap().get("d4").unwrap().unwrap().value();
-            let mut t = w.open_table(states).unwrap();
-            let mut blob = t.get(key).unwrap().unwrap().value().to_vec();
-            let mid = blob.len() / 2;
-            blob[mid] ^= 0x40;
-            t.insert(key, blob.as_slice()).unwrap();
-        }
-        w.commit().unwrap();
-    }
+    corrupt_state(&f.db_path(), "d4");
     let db = f.open();
     let c = db.collection("docs").unwrap();
     let r =

@@ -254,7 +254,7 @@ pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
     );
     let start = Instant::now();
     let (mut done, mut tokens) = (0usize, 0usize);
-    for batch in todo.chunks(a.batch_size.max(1)) {
+    for batch in todo.chunks(a.batch_size.clamp(1, rwkvdb::collection::MAX_BATCH_DOCS)) {
         match c.insert(batch.to_vec()) {
             Ok(r) => {
                 done += r.ids.len();
