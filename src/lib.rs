@@ -33,6 +33,7 @@ pub mod db;
 pub mod error;
 pub mod filter;
 pub mod fingerprint;
+pub mod import;
 pub mod index;
 pub mod migrations;
 pub mod model;

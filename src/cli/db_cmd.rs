@@ -1,7 +1,6 @@
 //! Database commands: init, collection, import, query, get, delete, stats, check, compact.
 
 use std::collections::HashSet;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -168,62 +167,21 @@ fn read_source(
     path: &Path,
     problems: &mut Vec<String>,
 ) -> Result<Vec<NewDocument>, Box<dyn std::error::Error + Send + Sync>> {
-    let mut docs = Vec::new();
     if path.is_dir() {
-        let mut files = Vec::new();
-        collect_files(path, &mut files).map_err(|e| format!("{}: {e}", path.display()))?;
-        files.sort();
-        for f in files {
-            let rel = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().replace('\\', "/");
-            match std::fs::read(&f) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) if !text.trim().is_empty() => docs.push(NewDocument {
-                        id: Some(rel.clone()),
-                        text,
-                        metadata: Some(serde_json::json!({ "path": rel })),
-                    }),
-                    Ok(_) => problems.push(format!("{}: empty file, skipped", f.display())),
-                    Err(e) => problems.push(format!("{}: not valid UTF-8 ({}), skipped", f.display(), e.utf8_error())),
-                },
-                Err(e) => problems.push(format!("{}: {e}, skipped", f.display())),
-            }
-        }
+        let (docs, bad) = rwkvdb::import::read_folder(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        problems.extend(bad.iter().map(ToString::to_string));
         return Ok(docs);
     }
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    for (i, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-        let Ok(line) = String::from_utf8(line) else {
-            problems.push(format!("{}:{n}: not valid UTF-8, skipped", path.display()));
-            continue;
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<NewDocument>(&line) {
-            Ok(mut d) => {
-                // Lines without an id get a stable one, so a re-run skips them too.
-                d.id.get_or_insert_with(|| format!("{stem}:{n}"));
-                docs.push(d);
-            }
-            Err(e) => problems.push(format!("{}:{n}: malformed JSON line ({e}), skipped", path.display())),
+    let mut docs = Vec::new();
+    for item in rwkvdb::import::read_jsonl(std::io::BufReader::new(file), &path.display().to_string(), &stem) {
+        match item {
+            Ok(d) => docs.push(d),
+            Err(p) => problems.push(p.to_string()),
         }
     }
     Ok(docs)
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            collect_files(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("txt" | "md")) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
@@ -260,7 +218,7 @@ pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
                 done += r.ids.len();
                 tokens += r.tokens;
             }
-            Err(e) => {
+            Err(_) => {
                 // One bad document should not sink its neighbours: retry the batch one by one.
                 for d in batch {
                     match c.insert(vec![d.clone()]) {
@@ -271,7 +229,6 @@ pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
                         Err(e2) => problems.push(format!("{}: {e2}", d.id.as_deref().unwrap_or("?"))),
                     }
                 }
-                let _ = e;
             }
         }
         bar.set_position(done as u64);
