@@ -24,32 +24,8 @@ use rwkvdb::{
 };
 use serde_json::{json, Value};
 
+use super::demo::{bundled_corpus, QUESTIONS};
 use super::CliResult;
-
-const CORPUS: &str = include_str!("../../docs/demo/corpus.jsonl");
-
-const QUESTIONS: &[&str] = &[
-    "How do I compress data?",
-    "How can I read and write CSV files?",
-    "Which module implements a priority queue?",
-    "How do I compute a SHA-256 hash?",
-    "parse a date from a string",
-    "generate random numbers",
-    "open a network socket",
-    "run a subprocess and capture its output",
-    "serialise objects to bytes",
-    "work with temporary files",
-    "format text to a fixed width",
-    "match regular expressions",
-    "read a configuration file",
-    "measure elapsed time",
-    "copy a directory tree",
-    "decode base64 data",
-    "send an email",
-    "schedule a function to run later",
-    "compare two sequences and show differences",
-    "how are decimal numbers rounded?",
-];
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -132,12 +108,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
         state_preset: preset.name().to_string(),
         ..CollectionConfig::new(&embedder, Some(reranker.clone()))
     };
-    let corpus: Vec<NewDocument> = CORPUS
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bundled corpus: {e}"))?;
+    let corpus = bundled_corpus()?;
 
     // Documents of a chosen length: distinct windows of the concatenated corpus.
     let tok = Tokenizer::world();

@@ -13,12 +13,36 @@ use super::CliResult;
 /// The bundled demo corpus (origin and licence: docs/demo/README.md).
 const CORPUS: &str = include_str!("../../docs/demo/corpus.jsonl");
 
-const QUESTIONS: &[&str] = &[
+/// Questions about the corpus: the demo asks the first four, `rwkvdb bench` all of them.
+pub(super) const QUESTIONS: &[&str] = &[
     "How do I compress data?",
     "How can I read and write CSV files?",
     "Which module implements a priority queue?",
     "How do I compute a SHA-256 hash?",
+    "parse a date from a string",
+    "generate random numbers",
+    "open a network socket",
+    "run a subprocess and capture its output",
+    "serialise objects to bytes",
+    "work with temporary files",
+    "format text to a fixed width",
+    "match regular expressions",
+    "read a configuration file",
+    "measure elapsed time",
+    "copy a directory tree",
+    "decode base64 data",
+    "send an email",
+    "schedule a function to run later",
+    "compare two sequences and show differences",
+    "how are decimal numbers rounded?",
 ];
+
+/// The bundled corpus as documents.
+pub(super) fn bundled_corpus() -> Result<Vec<NewDocument>, String> {
+    rwkvdb::import::read_jsonl(CORPUS.as_bytes(), "docs/demo/corpus.jsonl", "corpus")
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bundled corpus: {e}"))
+}
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -65,12 +89,7 @@ pub fn run(a: DemoArgs) -> CliResult {
     let db = Database::open(&db_path, OpenOptions::default())?;
     let c = db.create_collection("demo", CollectionConfig::new(&embedder, Some(reranker)))?;
 
-    let docs: Vec<NewDocument> = CORPUS
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bundled corpus: {e}"))?;
+    let docs = bundled_corpus()?;
     let n = docs.len();
     let t0 = Instant::now();
     let mut tokens = 0;
@@ -84,7 +103,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         c.stats()?.state_bytes_per_document
     );
 
-    for q in QUESTIONS {
+    for q in &QUESTIONS[..4] {
         println!("query: {q}");
         for mode in [Rerank::Offline, Rerank::Online] {
             let opts = QueryOptions { top_k: 3, candidates: 20, rerank: mode, ..QueryOptions::default() };
