@@ -263,7 +263,7 @@ impl CollectionInner {
 struct WriteTables<'t> {
     docs: redb::Table<'t, u64, &'static [u8]>,
     ids: redb::Table<'t, &'static str, u64>,
-    states: redb::Table<'t, u64, &'static [u8]>,
+    states: redb::Table<'t, (u64, u32), &'static [u8]>,
     meta: redb::Table<'t, u64, &'static [u8]>,
 }
 
@@ -282,7 +282,7 @@ impl<'t> WriteTables<'t> {
     fn remove_doc(&mut self, key: u64) -> Result<()> {
         let e = store::StoreError::from;
         self.docs.remove(key).map_err(e)?;
-        self.states.remove(key).map_err(e)?;
+        store::remove_state(&mut self.states, key)?;
         self.meta.remove(key).map_err(e)?;
         Ok(())
     }
@@ -577,7 +577,7 @@ impl Collection {
                 t.docs.insert(key, p.record.encode().as_slice()).map_err(store::StoreError::from)?;
                 t.ids.insert(p.id.as_str(), key).map_err(store::StoreError::from)?;
                 if let Some(s) = &p.state {
-                    t.states.insert(key, s.as_slice()).map_err(store::StoreError::from)?;
+                    store::put_state(&mut t.states, key, s)?;
                 }
                 t.meta.insert(key, p.metadata.to_string().as_bytes()).map_err(store::StoreError::from)?;
                 new_keys.push(key);
@@ -745,8 +745,8 @@ impl Collection {
                     let t = Instant::now();
                     let mut states = Vec::with_capacity(chunk.len());
                     for (key, rec, _) in chunk {
-                        let decoded = match states_t.get(*key).map_err(store::StoreError::from)? {
-                            Some(blob) => codec.decode(blob.value()).map_err(|e| format!("state: {e}")),
+                        let decoded = match store::get_state(&states_t, *key)? {
+                            Some(blob) => codec.decode(&blob).map_err(|e| format!("state: {e}")),
                             None => Err("state missing".to_string()),
                         };
                         usable.push(decoded.is_ok());
@@ -869,8 +869,8 @@ impl Collection {
         }
         let mut state_bytes = 0u64;
         for e in states.iter().map_err(store::StoreError::from)? {
-            let (_, v) = e.map_err(store::StoreError::from)?;
-            state_bytes += v.value().len() as u64;
+            let (_, piece) = e.map_err(store::StoreError::from)?;
+            state_bytes += piece.value().len() as u64;
         }
         let per = |x: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
         let rec = inner.record.read().clone();
@@ -926,9 +926,9 @@ impl Collection {
                 }
             }
             if let Some(codec) = &inner.codec {
-                match states.get(key).map_err(store::StoreError::from)? {
+                match store::get_state(&states, key)? {
                     Some(blob) => {
-                        if let Err(e) = codec.decode(blob.value()) {
+                        if let Err(e) = codec.decode(&blob) {
                             report.problems.push(format!("state of document {id:?}: {e}"));
                             damaged = true;
                         }

@@ -186,10 +186,11 @@ impl Database {
             let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
             cols.remove(name).map_err(store::StoreError::from)?;
         }
-        for def in [t.docs(), t.states(), t.meta()] {
+        for def in [t.docs(), t.meta()] {
             txn.delete_table(def).map_err(store::StoreError::from)?;
         }
         txn.delete_table(t.ids()).map_err(store::StoreError::from)?;
+        txn.delete_table(t.states()).map_err(store::StoreError::from)?;
         txn.commit().map_err(store::StoreError::from)?;
         self.open.lock().remove(name);
         Ok(())

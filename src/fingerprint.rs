@@ -58,7 +58,7 @@ pub fn weights(emb: &EmbedderWeights, rr: Option<&RerankerWeights>) -> String {
 }
 
 /// The full collection fingerprint: weights, tokenizer vocabulary, templates, layer selection,
-/// state preset and format.
+/// state preset and state blob format.
 pub fn collection(weights_hash: &str, cfg: &CollectionConfig, rt: &Runtime) -> String {
     let mut h = Xxh3::new();
     h.update(weights_hash.as_bytes());
@@ -72,6 +72,7 @@ pub fn collection(weights_hash: &str, cfg: &CollectionConfig, rt: &Runtime) -> S
     h.update(RERANK_INSTRUCTION.as_bytes());
     h.update(format!("layers:{:?}/{}", rt.reranker_layers(), rt.state_layers()).as_bytes());
     h.update(format!("preset:{}", cfg.state_preset).as_bytes());
-    h.update(format!("format:{}", crate::store::FORMAT_VERSION).as_bytes());
+    // The state blob format (not the file layout: upgrading the file keeps collections valid).
+    h.update(format!("format:{}", crate::codec::FORMAT_VERSION).as_bytes());
     format!("{:032x}", h.digest128())
 }

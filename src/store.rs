@@ -10,7 +10,7 @@
 //! | `collections` | name | JSON [`CollectionRecord`] |
 //! | `c{id}_docs` | doc key `u64` | [`DocRecord`] (binary, CRC-32 checked) |
 //! | `c{id}_ids` | external id | doc key |
-//! | `c{id}_states` | doc key | encoded state (see [`crate::codec`]) |
+//! | `c{id}_state_chunks` | (doc key, chunk no.) | encoded state (see [`crate::codec`]) in pieces of at most [`STATE_CHUNK_BYTES`] |
 //! | `c{id}_meta` | doc key | metadata JSON (a copy kept small for filters) |
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Current on-disk schema version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Largest piece of a state blob kept in one row. redb stores a value that outgrows a page in a
+/// run of 2^k pages, so a 700 KB blob in one row would occupy 1 MiB; pieces just under 64 KiB
+/// fill their pages and only the last, partial piece is rounded up.
+pub const STATE_CHUNK_BYTES: usize = 64 * 1024 - 256;
 const MAGIC: &[u8] = b"rwkvdb";
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("rwkvdb_meta");
@@ -110,7 +115,7 @@ impl CollectionTables {
         Self {
             docs: format!("c{id}_docs"),
             ids: format!("c{id}_ids"),
-            states: format!("c{id}_states"),
+            states: format!("c{id}_state_chunks"),
             meta: format!("c{id}_meta"),
         }
     }
@@ -120,12 +125,46 @@ impl CollectionTables {
     pub fn ids(&self) -> TableDefinition<'_, &'static str, u64> {
         TableDefinition::new(&self.ids)
     }
-    pub fn states(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+    pub fn states(&self) -> TableDefinition<'_, (u64, u32), &'static [u8]> {
         TableDefinition::new(&self.states)
     }
     pub fn meta(&self) -> TableDefinition<'_, u64, &'static [u8]> {
         TableDefinition::new(&self.meta)
     }
+}
+
+/// Writes a state blob in pieces of at most [`STATE_CHUNK_BYTES`] (replacing nothing: remove
+/// an old state first).
+pub(crate) fn put_state(
+    table: &mut redb::Table<(u64, u32), &'static [u8]>,
+    key: u64,
+    blob: &[u8],
+) -> Result<(), StoreError> {
+    for (i, piece) in blob.chunks(STATE_CHUNK_BYTES).enumerate() {
+        table.insert((key, i as u32), piece)?;
+    }
+    Ok(())
+}
+
+/// Reads a state blob back from its pieces; `None` when the document has no state.
+pub(crate) fn get_state(
+    table: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    key: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut blob = Vec::new();
+    let mut pieces = 0;
+    for entry in table.range((key, 0)..=(key, u32::MAX))? {
+        let (_, piece) = entry?;
+        blob.extend_from_slice(piece.value());
+        pieces += 1;
+    }
+    Ok((pieces > 0).then_some(blob))
+}
+
+/// Removes every piece of a document's state.
+pub(crate) fn remove_state(table: &mut redb::Table<(u64, u32), &'static [u8]>, key: u64) -> Result<(), StoreError> {
+    table.retain_in((key, 0)..=(key, u32::MAX), |_, _| false)?;
+    Ok(())
 }
 
 /// One stored document.

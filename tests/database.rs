@@ -246,13 +246,13 @@ fn corrupt_state(path: &std::path::Path, id: &str) {
     let w = raw.begin_write().unwrap();
     {
         let ids: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("c1_ids");
-        let states: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("c1_states");
+        let states: redb::TableDefinition<(u64, u32), &[u8]> = redb::TableDefinition::new("c1_state_chunks");
         let key = w.open_table(ids).unwrap().get(id).unwrap().unwrap().value();
         let mut t = w.open_table(states).unwrap();
-        let mut blob = t.get(key).unwrap().unwrap().value().to_vec();
+        let mut blob = t.get((key, 0)).unwrap().unwrap().value().to_vec();
         let mid = blob.len() / 2;
         blob[mid] ^= 0x40;
-        t.insert(key, blob.as_slice()).unwrap();
+        t.insert((key, 0), blob.as_slice()).unwrap();
     }
     w.commit().unwrap();
 }
@@ -438,4 +438,64 @@ fn precomputed_documents_query_like_embedded_ones() {
         assert!((x.probability.unwrap() - y.probability.unwrap()).abs() < 1e-3, "{x:?} vs {y:?}");
     }
     assert!(pre.check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn large_states_are_stored_in_pieces() {
+    use rwkvdb::checkpoint::{self, synth, StoredDType};
+    let dir = tempfile::tempdir().unwrap();
+    // Width 256: a default-preset state is ~82 KB, more than one piece.
+    let cfg = synth::SynthConfig { layers: 3, width: 256, reranker_layers: vec![1, 2], seed: 9, ..Default::default() };
+    let (emb, rr) = (dir.path().join("emb.pth"), dir.path().join("rr.pth"));
+    checkpoint::pth::write(&emb, &synth::synth_embedder(&cfg), StoredDType::F32).unwrap();
+    checkpoint::pth::write(&rr, &synth::synth_reranker(&cfg), StoredDType::F32).unwrap();
+    let path = dir.path().join("wide.redb");
+    {
+        let db = Database::open(&path, OpenOptions::default()).unwrap();
+        let c = db.create_collection("docs", CollectionConfig::new(&emb, Some(rr.clone()))).unwrap();
+        c.insert(corpus()[..12].to_vec()).unwrap();
+        let per_doc = c.stats().unwrap().state_bytes_per_document;
+        assert!(per_doc > rwkvdb::store::STATE_CHUNK_BYTES as f64, "{per_doc}");
+        c.delete(&["d0"]).unwrap();
+        c.upsert(vec![doc("d1", "A replaced text for d1.", json!({}))]).unwrap();
+    }
+    // Every live document has 2 pieces, the deleted one none.
+    let pieces: Vec<(u64, u32)> = {
+        let raw = redb::Database::open(&path).unwrap();
+        let r = redb::ReadableDatabase::begin_read(&raw).unwrap();
+        let t = r.open_table(redb::TableDefinition::<(u64, u32), &[u8]>::new("c1_state_chunks")).unwrap();
+        t.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
+    };
+    assert_eq!(pieces.len(), 2 * 11, "{pieces:?}");
+    // Damage in a second piece is found and named.
+    {
+        let raw = redb::Database::open(&path).unwrap();
+        let w = raw.begin_write().unwrap();
+        {
+            let key = w
+                .open_table(redb::TableDefinition::<&str, u64>::new("c1_ids"))
+                .unwrap()
+                .get("d5")
+                .unwrap()
+                .unwrap()
+                .value();
+            let mut t = w.open_table(redb::TableDefinition::<(u64, u32), &[u8]>::new("c1_state_chunks")).unwrap();
+            let mut piece = t.get((key, 1)).unwrap().unwrap().value().to_vec();
+            piece[10] ^= 1;
+            t.insert((key, 1), piece.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let db = Database::open(&path, OpenOptions::default()).unwrap();
+    let c = db.collection("docs").unwrap();
+    assert_eq!(c.check().unwrap().damaged_ids, vec!["d5"]);
+    let q = |rerank| QueryOptions { top_k: 11, candidates: 11, rerank, ..QueryOptions::default() };
+    let off = c.query("topic 1", &q(Rerank::Offline)).unwrap();
+    let on = c.query("topic 1", &q(Rerank::Online)).unwrap();
+    assert_eq!(off.skipped.len(), 1);
+    assert_eq!(off.hits.len(), 10);
+    for h in &off.hits {
+        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
+        assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
+    }
 }
