@@ -23,6 +23,8 @@ use crate::model::{offline_document_text, offline_query_text, online_text, Model
 use crate::store::{self, CollectionRecord, CollectionTables, DocRecord};
 use crate::tokenizer::Tokenizer;
 
+/// In non-durable mode, one write transaction in this many is committed durably.
+pub const DURABLE_EVERY: u32 = 16;
 /// Most documents in one insert batch (one write transaction).
 pub const MAX_BATCH_DOCS: usize = 4096;
 /// Longest document id, in bytes.
@@ -236,13 +238,18 @@ pub(crate) struct CollectionInner {
     /// Serialises writers (redb allows one write transaction at a time anyway).
     write_lock: Mutex<()>,
     pub durable: bool,
+    /// Write transactions since the last durable one (non-durable mode).
+    lazy_commits: std::sync::atomic::AtomicU32,
 }
 
 impl CollectionInner {
-    /// A write transaction with the database's durability setting.
+    /// A write transaction with the database's durability setting. In non-durable mode every
+    /// [`DURABLE_EVERY`]th transaction is durable anyway: that bounds what a crash can lose, and
+    /// redb only reuses pages freed since the last durable commit after the next one.
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
         let mut txn = self.db.begin_write().map_err(store::StoreError::from)?;
-        if !self.durable {
+        let n = self.lazy_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if !self.durable && n % DURABLE_EVERY != 0 {
             txn.set_durability(redb::Durability::None).map_err(|e| Error::Store(store::StoreError::Redb(e.into())))?;
         }
         Ok(txn)
@@ -353,6 +360,7 @@ impl Collection {
             prefix,
             write_lock: Mutex::new(()),
             durable,
+            lazy_commits: std::sync::atomic::AtomicU32::new(0),
         };
         let c = Self { inner: Arc::new(inner) };
         c.load_index()?;

@@ -19,7 +19,8 @@ pub struct OpenOptions {
     /// Create the file if it does not exist (default true).
     pub create: bool,
     /// Durable commits: an acknowledged write survives a crash or power loss (default true).
-    /// `false` is a faster bulk-load mode: a crash may lose recent batches (never half of one).
+    /// `false` is a faster bulk-load mode: a crash may lose the batches since the last durable
+    /// commit (never half of one); every 16th write is durable (`collection::DURABLE_EVERY`).
     pub durable: bool,
     /// Model runtime options (ONNX Runtime location, threads, device).
     pub runtime: RuntimeOptions,

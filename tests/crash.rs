@@ -217,3 +217,49 @@ fn crash_kill_loop() {
         "no rebuild or compaction between kills; last child said:\n{log}"
     );
 }
+
+/// Child for `bulk_load_mode_keeps_every_durable_commit`: 20 non-durable insert batches into a
+/// fresh collection, then waits to be killed.
+#[test]
+#[ignore = "run by bulk_load_mode_keeps_every_durable_commit as a child process"]
+fn child_bulk_loader() {
+    let Ok(dir) = std::env::var("RWKVDB_BULK_CHILD") else { return };
+    let opts = OpenOptions { durable: false, ..OpenOptions::default() };
+    let db = Database::open(PathBuf::from(dir).join("bulk.redb"), opts).unwrap();
+    let c = db.collection("c").unwrap();
+    for b in 0..20 {
+        c.insert(batch_docs(b)).unwrap();
+    }
+    println!("DONE");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn bulk_load_mode_keeps_every_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emb, rr) = common::write_small_pair(dir.path());
+    let path = dir.path().join("bulk.redb");
+    Database::open(&path, OpenOptions::default())
+        .unwrap()
+        .create_collection("c", CollectionConfig::new(&emb, Some(rr)))
+        .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_bulk_loader", "--nocapture", "--test-threads", "1"])
+        .env("RWKVDB_BULK_CHILD", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok).any(|l| l.ends_with("DONE"));
+    assert!(done, "the child did not finish its batches");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Transaction 16 is durable (rwkvdb::collection::DURABLE_EVERY): batches 0..16 survive the
+    // kill; the 4 non-durable ones after it were only in the dead process's memory.
+    assert_eq!(rwkvdb::collection::DURABLE_EVERY, 16);
+    let db = Database::open(&path, OpenOptions::default()).unwrap();
+    let c = db.collection("c").unwrap();
+    assert_eq!(c.count().unwrap() as usize, 16 * BATCH);
+    assert!(c.contains("b15-3").unwrap() && !c.contains("b16-0").unwrap());
+    assert!(c.check().unwrap().problems.is_empty());
+}
