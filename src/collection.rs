@@ -271,7 +271,6 @@ struct WriteTables<'t> {
     docs: redb::Table<'t, u64, &'static [u8]>,
     ids: redb::Table<'t, &'static str, u64>,
     states: redb::Table<'t, (u64, u32), &'static [u8]>,
-    meta: redb::Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -281,16 +280,14 @@ impl<'t> WriteTables<'t> {
             docs: txn.open_table(t.docs()).map_err(e)?,
             ids: txn.open_table(t.ids()).map_err(e)?,
             states: txn.open_table(t.states()).map_err(e)?,
-            meta: txn.open_table(t.meta()).map_err(e)?,
         })
     }
 
-    /// Removes a document's record, state and metadata (the id entry is the caller's business).
+    /// Removes a document's record and state (the id entry is the caller's business).
     fn remove_doc(&mut self, key: u64) -> Result<()> {
         let e = store::StoreError::from;
         self.docs.remove(key).map_err(e)?;
         store::remove_state(&mut self.states, key)?;
-        self.meta.remove(key).map_err(e)?;
         Ok(())
     }
 }
@@ -394,22 +391,11 @@ impl Collection {
         Ok(t.len().map_err(store::StoreError::from)?)
     }
 
-    /// Loads the metadata map and rebuilds the ANN index from the stored embeddings (nothing
-    /// is re-embedded). The store is the source of truth, so after a crash the index always
-    /// agrees with what was committed.
+    /// Rebuilds the ANN index and the metadata map from the stored records (nothing is
+    /// re-embedded). The store is the source of truth, so after a crash the index always agrees
+    /// with what was committed.
     fn load_index(&self) -> Result<()> {
-        let inner = &self.inner;
-        let r = inner.db.begin_read().map_err(store::StoreError::from)?;
-        let mut metadata = HashMap::new();
-        let meta = r.open_table(inner.tables.meta()).map_err(store::StoreError::from)?;
-        for e in meta.iter().map_err(store::StoreError::from)? {
-            let (k, v) = e.map_err(store::StoreError::from)?;
-            let value: Value = serde_json::from_slice(v.value()).unwrap_or(Value::Null);
-            metadata.insert(k.value(), Arc::new(value));
-        }
-        *inner.metadata.write() = metadata;
-        drop(r);
-        self.rebuild_index()
+        self.rebuild_index_locked()
     }
 
     /// Inserts documents; fails (writing nothing) if any id already exists.
@@ -587,7 +573,6 @@ impl Collection {
                 if let Some(s) = &p.state {
                     store::put_state(&mut t.states, key, s)?;
                 }
-                t.meta.insert(key, p.metadata.to_string().as_bytes()).map_err(store::StoreError::from)?;
                 new_keys.push(key);
             }
             let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
@@ -608,7 +593,7 @@ impl Collection {
                 meta.insert(*k, Arc::new(p.metadata.clone()));
             }
         }
-        self.maybe_rebuild_index()?;
+        self.maybe_rebuild_index_locked()?;
         Ok(InsertReport { ids: prepared.into_iter().map(|p| p.id).collect(), tokens, replaced: replaced_keys.len() })
     }
 
@@ -635,34 +620,44 @@ impl Collection {
         }
         txn.commit().map_err(store::StoreError::from)?;
         inner.forget(&keys);
-        drop(_w);
-        self.maybe_rebuild_index()?;
+        self.maybe_rebuild_index_locked()?;
         Ok(report)
     }
 
-    /// Rebuilds the ANN index from the store when tombstones pass the index's threshold.
-    fn maybe_rebuild_index(&self) -> Result<()> {
+    /// Rebuilds the ANN index from the store when tombstones pass the index's threshold
+    /// (the caller holds the write lock).
+    fn maybe_rebuild_index_locked(&self) -> Result<()> {
         if !self.inner.index.read().needs_rebuild() {
             return Ok(());
         }
-        self.rebuild_index()
+        self.rebuild_index_locked()
     }
 
-    /// Rebuilds the ANN index from the stored embeddings.
+    /// Rebuilds the ANN index from the stored embeddings. Writers wait meanwhile (a document
+    /// committed during the rebuild would be missing from the new index); queries go on.
     pub fn rebuild_index(&self) -> Result<()> {
+        let _w = self.inner.write_lock.lock();
+        self.rebuild_index_locked()
+    }
+
+    fn rebuild_index_locked(&self) -> Result<()> {
         let inner = &self.inner;
         let r = inner.db.begin_read().map_err(store::StoreError::from)?;
         let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
         let mut items = Vec::new();
+        let mut metadata = HashMap::new();
         for e in docs.iter().map_err(store::StoreError::from)? {
             let (k, v) = e.map_err(store::StoreError::from)?;
+            // A damaged record stays out of the index (`check` names it).
             if let Ok(rec) = DocRecord::decode(v.value(), || format!("document key {}", k.value())) {
+                metadata.insert(k.value(), Arc::new(serde_json::from_str(&rec.metadata).unwrap_or(Value::Null)));
                 items.push((k.value(), rec.embedding));
             }
         }
         let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
         let index = AnnIndex::rebuild(items.into_iter(), inner.runtime.config().width, params)?;
         *inner.index.write() = index;
+        *inner.metadata.write() = metadata;
         Ok(())
     }
 
@@ -915,6 +910,8 @@ impl Collection {
             keys_by_ids.insert(v.value(), k.value().to_string());
         }
         let mut doc_keys = HashSet::new();
+        // Readable records are the ones the index holds (a damaged one cannot be indexed).
+        let mut readable = 0;
         for e in docs.iter().map_err(store::StoreError::from)? {
             let (k, v) = e.map_err(store::StoreError::from)?;
             let key = k.value();
@@ -926,8 +923,9 @@ impl Collection {
                 Ok(rec) if rec.id != id => {
                     report.problems.push(format!("document {id:?}: record holds id {:?}", rec.id));
                     damaged = true;
+                    readable += 1;
                 }
-                Ok(_) => {}
+                Ok(_) => readable += 1,
                 Err(e) => {
                     report.problems.push(e.to_string());
                     damaged = true;
@@ -960,8 +958,8 @@ impl Collection {
             }
         }
         let live = inner.index.read().len();
-        if live != doc_keys.len() {
-            report.problems.push(format!("ANN index holds {live} entries, the store {} documents", doc_keys.len()));
+        if live != readable {
+            report.problems.push(format!("ANN index holds {live} entries, the store {readable} readable documents"));
         }
         Ok(report)
     }

@@ -142,7 +142,6 @@ impl Database {
             txn.open_table(t.docs()).map_err(store::StoreError::from)?;
             txn.open_table(t.ids()).map_err(store::StoreError::from)?;
             txn.open_table(t.states()).map_err(store::StoreError::from)?;
-            txn.open_table(t.meta()).map_err(store::StoreError::from)?;
             record
         };
         txn.commit().map_err(store::StoreError::from)?;
@@ -187,9 +186,7 @@ impl Database {
             let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
             cols.remove(name).map_err(store::StoreError::from)?;
         }
-        for def in [t.docs(), t.meta()] {
-            txn.delete_table(def).map_err(store::StoreError::from)?;
-        }
+        txn.delete_table(t.docs()).map_err(store::StoreError::from)?;
         txn.delete_table(t.ids()).map_err(store::StoreError::from)?;
         txn.delete_table(t.states()).map_err(store::StoreError::from)?;
         txn.commit().map_err(store::StoreError::from)?;

@@ -29,8 +29,11 @@ pub fn upgrade(db: &Database, found: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Version 2 stores each state blob in pieces (`c{id}_states` → `c{id}_state_chunks`).
+/// Version 2 stores each state blob in pieces (`c{id}_states` → `c{id}_state_chunks`) and drops
+/// the metadata copy `c{id}_meta` (the checksummed document record holds the metadata).
 fn v2_chunk_states(txn: &redb::WriteTransaction, collection: u64) -> Result<(), StoreError> {
+    let meta_name = format!("c{collection}_meta");
+    txn.delete_table(TableDefinition::<u64, &[u8]>::new(&meta_name))?;
     let old_name = format!("c{collection}_states");
     let old: TableDefinition<u64, &[u8]> = TableDefinition::new(&old_name);
     let tables = store::CollectionTables::new(collection);

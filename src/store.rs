@@ -11,7 +11,6 @@
 //! | `c{id}_docs` | doc key `u64` | [`DocRecord`] (binary, CRC-32 checked) |
 //! | `c{id}_ids` | external id | doc key |
 //! | `c{id}_state_chunks` | (doc key, chunk no.) | encoded state (see [`crate::codec`]) in pieces of at most [`STATE_CHUNK_BYTES`] |
-//! | `c{id}_meta` | doc key | metadata JSON (a copy kept small for filters) |
 
 use std::path::{Path, PathBuf};
 
@@ -107,17 +106,11 @@ pub(crate) struct CollectionTables {
     pub docs: String,
     pub ids: String,
     pub states: String,
-    pub meta: String,
 }
 
 impl CollectionTables {
     pub fn new(id: u64) -> Self {
-        Self {
-            docs: format!("c{id}_docs"),
-            ids: format!("c{id}_ids"),
-            states: format!("c{id}_state_chunks"),
-            meta: format!("c{id}_meta"),
-        }
+        Self { docs: format!("c{id}_docs"), ids: format!("c{id}_ids"), states: format!("c{id}_state_chunks") }
     }
     pub fn docs(&self) -> TableDefinition<'_, u64, &'static [u8]> {
         TableDefinition::new(&self.docs)
@@ -127,9 +120,6 @@ impl CollectionTables {
     }
     pub fn states(&self) -> TableDefinition<'_, (u64, u32), &'static [u8]> {
         TableDefinition::new(&self.states)
-    }
-    pub fn meta(&self) -> TableDefinition<'_, u64, &'static [u8]> {
-        TableDefinition::new(&self.meta)
     }
 }
 

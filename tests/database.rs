@@ -499,3 +499,51 @@ fn large_states_are_stored_in_pieces() {
         assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
     }
 }
+
+#[test]
+fn corrupted_document_record_is_named_and_the_rest_stays_queryable() {
+    let f = fixture();
+    {
+        let db = f.open();
+        db.create_collection("docs", f.config()).unwrap().insert(corpus()).unwrap();
+    }
+    {
+        let raw = redb::Database::open(f.db_path()).unwrap();
+        let w = raw.begin_write().unwrap();
+        {
+            let key = w
+                .open_table(redb::TableDefinition::<&str, u64>::new("c1_ids"))
+                .unwrap()
+                .get("d6")
+                .unwrap()
+                .unwrap()
+                .value();
+            let mut t = w.open_table(redb::TableDefinition::<u64, &[u8]>::new("c1_docs")).unwrap();
+            let mut rec = t.get(key).unwrap().unwrap().value().to_vec();
+            let mid = rec.len() / 2;
+            rec[mid] ^= 0x08;
+            t.insert(key, rec.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let db = f.open();
+    let c = db.collection("docs").unwrap();
+    let report = c.check().unwrap();
+    assert_eq!(report.damaged_ids, vec!["d6"]);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(matches!(c.get("d6"), Err(Error::Store(_))));
+    // Everything else answers, filters included; the damaged document is simply not a candidate.
+    let r = c.query("topic 2", &QueryOptions { top_k: 40, candidates: 40, ..QueryOptions::default() }).unwrap();
+    assert_eq!(r.hits.len(), 39);
+    assert!(r.hits.iter().all(|h| h.id != "d6"));
+    let filtered = QueryOptions {
+        top_k: 10,
+        filter: Some(Filter::parse(r#"{"topic": "t2"}"#).unwrap()),
+        ..QueryOptions::default()
+    };
+    let r = c.query("topic", &filtered).unwrap();
+    assert_eq!(r.hits.len(), 9, "d6 is topic t2: 10 minus the damaged one");
+    // Deleting the damaged document clears the report.
+    c.delete(&["d6"]).unwrap();
+    assert!(c.check().unwrap().problems.is_empty());
+}
