@@ -118,7 +118,11 @@ fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str, max: u64
     if size > max {
         return Err(CheckpointError::Zip(format!("{name}: entry of {size} bytes, expected at most {max}")));
     }
-    let mut buf = Vec::with_capacity(size as usize);
+    // Declared sizes are claims: deflate expands at most 1032x, so the entry's own bytes bound
+    // what it can produce, and the up-front allocation never exceeds 4x those bytes.
+    let compressed = f.compressed_size();
+    let max = max.min(compressed.saturating_mul(1032).max(64));
+    let mut buf = Vec::with_capacity(size.min(compressed.saturating_mul(4).max(64)) as usize);
     f.take(max).read_to_end(&mut buf).map_err(|e| CheckpointError::Zip(format!("{name}: {e}")))?;
     Ok(buf)
 }
