@@ -183,3 +183,50 @@ fn bench_quick_writes_every_section() {
         std::fs::read_dir(d.join("work")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".redb")), "{left:?}");
 }
+
+#[test]
+fn killed_import_resumes_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (emb, rr) = common::write_small_pair(d);
+    ok(&rwkvdb(d, &["init"]));
+    ok(&rwkvdb(
+        d,
+        &["collection", "create", "c", "--embedder", emb.to_str().unwrap(), "--reranker", rr.to_str().unwrap()],
+    ));
+    let lines: Vec<String> = (0..400)
+        .map(|i| format!(r#"{{"id":"x{i}","text":"Entry {i}: a sentence about item {} of many."}}"#, i % 17))
+        .collect();
+    std::fs::write(d.join("big.jsonl"), lines.join("\n")).unwrap();
+    // Kill the import once the first batches are committed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwkvdb"))
+        .current_dir(d)
+        .env("RWKVDB_PATH", d.join("cli.redb"))
+        .args(["import", "-c", "c", "big.jsonl", "--quiet", "--batch-size", "8"])
+        .spawn()
+        .unwrap();
+    let db_file = d.join("cli.redb");
+    let start = std::time::Instant::now();
+    let mut before = 0;
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The stats of a live import cannot be read (the file is locked): wait for file growth.
+        let len = std::fs::metadata(&db_file).map(|m| m.len()).unwrap_or(0);
+        if before == 0 {
+            before = len;
+        } else if len > before + 200_000 {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let finished_anyway = child.wait().unwrap().success();
+    let stats: serde_json::Value = serde_json::from_str(&ok(&rwkvdb(d, &["stats", "-c", "c", "--json"]))).unwrap();
+    let partial = stats["documents"].as_u64().unwrap();
+    assert!(partial % 8 == 0 || partial == 400, "a batch was half-written: {partial}");
+    let out = ok(&rwkvdb(d, &["import", "-c", "c", "big.jsonl", "--quiet"]));
+    assert!(out.contains(&format!("{partial} already present")), "{out}");
+    let stats: serde_json::Value = serde_json::from_str(&ok(&rwkvdb(d, &["stats", "-c", "c", "--json"]))).unwrap();
+    assert_eq!(stats["documents"], 400);
+    assert!(ok(&rwkvdb(d, &["check"])).contains("0 problem(s)"));
+    eprintln!("killed after {partial} documents (finished before the kill: {finished_anyway})");
+}
