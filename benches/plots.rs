@@ -22,6 +22,17 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// A compact axis label: integers from 100 up, one decimal from 1, powers of ten below.
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0e}")
+    }
+}
+
 /// A log-log chart of named (x, y) series.
 fn log_log(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> Res {
     let pts = series.iter().flat_map(|(_, s)| s.iter().copied()).filter(|(x, y)| *x > 0.0 && *y > 0.0);
@@ -40,7 +51,16 @@ fn log_log(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[(St
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((x0 / 1.5..x1 * 1.5).log_scale(), (y0 / 2.0..y1 * 2.0).log_scale())?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&|x| short(*x))
+        .y_label_formatter(&|y| short(*y))
+        .light_line_style(WHITE)
+        .draw()?;
     for (i, (name, s)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
