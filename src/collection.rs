@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::codec::{Preset, StateCodec};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::index::{AnnIndex, IndexParams};
+use crate::index::{AnnIndex, IndexParams, EXACT_BELOW};
 use crate::model::{offline_document_text, offline_query_text, online_text, ModelState, Runtime, RERANK_INSTRUCTION};
 use crate::store::{self, CollectionRecord, CollectionTables, DocRecord};
 use crate::tokenizer::Tokenizer;
@@ -395,7 +395,7 @@ impl Collection {
     /// re-embedded). The store is the source of truth, so after a crash the index always agrees
     /// with what was committed.
     fn load_index(&self) -> Result<()> {
-        self.rebuild_index_locked()
+        self.build_index_locked(true)
     }
 
     /// Inserts documents; fails (writing nothing) if any id already exists.
@@ -641,6 +641,13 @@ impl Collection {
     }
 
     fn rebuild_index_locked(&self) -> Result<()> {
+        self.build_index_locked(false)
+    }
+
+    /// Reads every record into a new index and the metadata map. With `background`, a large
+    /// collection (at least [`EXACT_BELOW`] documents) gets a flat index at once (exact searches)
+    /// and its graph is built on another thread, then swapped in: opening does not wait for it.
+    fn build_index_locked(&self, background: bool) -> Result<()> {
         let inner = &self.inner;
         let r = inner.db.begin_read().map_err(store::StoreError::from)?;
         let docs = r.open_table(inner.tables.docs()).map_err(store::StoreError::from)?;
@@ -655,10 +662,53 @@ impl Collection {
             }
         }
         let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
-        let index = AnnIndex::rebuild(items.into_iter(), inner.runtime.config().width, params)?;
+        let dim = inner.runtime.config().width;
+        let in_background = background && items.len() >= EXACT_BELOW;
+        let index = if in_background {
+            let flat = AnnIndex::flat(dim, params);
+            flat.insert_batch(&items)?;
+            flat
+        } else {
+            AnnIndex::rebuild(items.into_iter(), dim, params)?
+        };
         *inner.index.write() = index;
         *inner.metadata.write() = metadata;
+        if in_background {
+            self.build_graph_in_background();
+        }
         Ok(())
+    }
+
+    /// Builds the HNSW graph of the current (flat) index on a new thread and swaps it in when
+    /// done, with whatever writers added or deleted meanwhile. The thread holds no strong
+    /// reference to the collection: closing the database stops it at the next step.
+    fn build_graph_in_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let (snapshot, params) = {
+            let index = self.inner.index.read();
+            (index.live_entries(), index.params())
+        };
+        let dim = self.inner.runtime.config().width;
+        let build = move || {
+            let base: HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
+            let graph = AnnIndex::new(dim, params);
+            for step in snapshot.chunks(EXACT_BELOW) {
+                if weak.strong_count() == 0 || graph.insert_batch(step).is_err() {
+                    return;
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let _w = inner.write_lock.lock();
+            let current = inner.index.read();
+            // An explicit rebuild may have installed a graph meanwhile.
+            if current.has_graph() || graph.catch_up(&base, &current).is_err() {
+                return;
+            }
+            drop(current);
+            *inner.index.write() = graph;
+        };
+        // Without a thread the flat index keeps answering (exactly); nothing is lost.
+        let _ = std::thread::Builder::new().name("rwkvdb-index-build".into()).spawn(build);
     }
 
     /// Fetches a document by id.
@@ -830,6 +880,9 @@ pub struct CollectionStats {
     pub index_entries: usize,
     /// See `index_entries`.
     pub index_tombstones: usize,
+    /// False while the HNSW graph of a large collection is still being built after opening;
+    /// searches are exact scans meanwhile.
+    pub index_graph_ready: bool,
     /// Model fingerprint.
     pub fingerprint: String,
     /// On-disk format version.
@@ -890,6 +943,7 @@ impl Collection {
             hnsw: [rec.config.hnsw_m, rec.config.hnsw_ef_construction, rec.config.hnsw_ef_search],
             index_entries: index.len(),
             index_tombstones: index.tombstones(),
+            index_graph_ready: index.has_graph(),
             fingerprint: rec.fingerprint,
             format_version: store::FORMAT_VERSION,
         })

@@ -6,7 +6,9 @@
 //!   when `k` matching documents exist: if the graph search comes back short, it retries with a
 //!   wider beam and finally scans every vector exactly.
 //! - The index lives in memory and is rebuilt from the stored embeddings when a collection is
-//!   opened (nothing is re-embedded); `docs/performance.md` has the measured rebuild time.
+//!   opened (nothing is re-embedded). A large collection opens with a *flat* index (exact scans,
+//!   recall 1) while the graph is built in the background ([`AnnIndex::with_graph_of`]);
+//!   `docs/performance.md` has the measured times.
 //! - Distance: `1 - dot(a, b)` on unit vectors, clamped at 0 (hnsw_rs's own `DistDot` asserts
 //!   on rounding), with an AVX2 kernel.
 
@@ -148,6 +150,8 @@ pub struct AnnIndex {
     /// nested read locks that deadlock against a concurrent insert, so the graph's copy is not
     /// used for that.)
     vectors: RwLock<Vectors>,
+    /// False for a flat index: vectors only, every search an exact scan.
+    graph: bool,
 }
 
 /// Unit vectors by key, stored contiguously for fast scans.
@@ -181,8 +185,18 @@ fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, IndexError> {
 impl AnnIndex {
     /// An empty index for `dim`-dimensional vectors.
     pub fn new(dim: usize, params: IndexParams) -> Self {
+        Self::empty(dim, params, true)
+    }
+
+    /// An empty flat index: it keeps the vectors and answers every search by an exact scan.
+    pub fn flat(dim: usize, params: IndexParams) -> Self {
+        Self::empty(dim, params, false)
+    }
+
+    fn empty(dim: usize, params: IndexParams, graph: bool) -> Self {
         let m = params.m.clamp(2, 255);
-        let hnsw = Hnsw::new(m, params.max_elements.max(1000), 16, params.ef_construction.max(m), DotDistance);
+        let capacity = if graph { params.max_elements.max(1000) } else { 1000 };
+        let hnsw = Hnsw::new(m, capacity, 16, params.ef_construction.max(m), DotDistance);
         Self {
             dim,
             params,
@@ -191,7 +205,47 @@ impl AnnIndex {
             inserted: RwLock::new(HashSet::new()),
             orphans: RwLock::new(HashSet::new()),
             vectors: RwLock::new(Vectors::default()),
+            graph,
         }
+    }
+
+    /// Whether searches use the HNSW graph (false: a flat index).
+    pub fn has_graph(&self) -> bool {
+        self.graph
+    }
+
+    /// The live entries as `(key, unit vector)`: what a graph built now must hold.
+    pub fn live_entries(&self) -> Vec<(u64, Vec<f32>)> {
+        let vs = self.vectors.read();
+        let tomb = self.tombstones.read();
+        vs.keys
+            .iter()
+            .zip(vs.flat.chunks_exact(self.dim))
+            .filter(|(k, _)| !tomb.contains(k))
+            .map(|(k, v)| (*k, v.to_vec()))
+            .collect()
+    }
+
+    /// Brings `self`, built from `base` (a [`Self::live_entries`] snapshot of `current`), up
+    /// to date with what `current` received since: its new entries and its deletes. The caller
+    /// keeps writers out meanwhile, then replaces `current` by `self`.
+    pub fn catch_up(&self, base: &HashSet<u64>, current: &AnnIndex) -> Result<(), IndexError> {
+        let new: Vec<(u64, Vec<f32>)> = {
+            let vs = current.vectors.read();
+            vs.keys
+                .iter()
+                .zip(vs.flat.chunks_exact(current.dim))
+                .filter(|(k, _)| !base.contains(k))
+                .map(|(k, v)| (*k, v.to_vec()))
+                .collect()
+        };
+        if !new.is_empty() {
+            self.insert_batch(&new)?;
+        }
+        for key in current.tombstones.read().iter() {
+            self.delete(*key);
+        }
+        Ok(())
     }
 
     /// The parameters.
@@ -238,15 +292,17 @@ impl AnnIndex {
                 }
             }
         }
-        let refs: Vec<(&Vec<f32>, usize)> = normed.iter().map(|(v, k)| (v, *k)).collect();
-        // hnsw_rs's parallel insert into a young graph can leave points unreachable (seen with
-        // tightly clustered vectors): the first SEQUENTIAL_PREFIX points go in one by one.
-        let sequential = SEQUENTIAL_PREFIX.saturating_sub(self.hnsw.get_nb_point()).min(refs.len());
-        for (v, k) in &refs[..sequential] {
-            self.hnsw.insert((v.as_slice(), *k));
-        }
-        if refs.len() > sequential {
-            self.hnsw.parallel_insert(&refs[sequential..]);
+        if self.graph {
+            let refs: Vec<(&Vec<f32>, usize)> = normed.iter().map(|(v, k)| (v, *k)).collect();
+            // hnsw_rs's parallel insert into a young graph can leave points unreachable (seen with
+            // tightly clustered vectors): the first SEQUENTIAL_PREFIX points go in one by one.
+            let sequential = SEQUENTIAL_PREFIX.saturating_sub(self.hnsw.get_nb_point()).min(refs.len());
+            for (v, k) in &refs[..sequential] {
+                self.hnsw.insert((v.as_slice(), *k));
+            }
+            if refs.len() > sequential {
+                self.hnsw.parallel_insert(&refs[sequential..]);
+            }
         }
         {
             let mut ins = self.inserted.write();
@@ -256,7 +312,9 @@ impl AnnIndex {
                 tomb.remove(k);
             }
         }
-        self.find_orphans(&normed);
+        if self.graph {
+            self.find_orphans(&normed);
+        }
         Ok(())
     }
 
@@ -330,7 +388,7 @@ impl AnnIndex {
         let inserted = self.inserted.read().len();
         let tomb = self.tombstones.read();
         let keep = |id: &usize| !tomb.contains(&(*id as u64)) && filter.is_none_or(|f| f(*id as u64));
-        if inserted < EXACT_BELOW {
+        if inserted < EXACT_BELOW || !self.graph {
             return Ok(self.exact(&q, k, &keep));
         }
         let mut ef = ef.max(k);

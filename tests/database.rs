@@ -547,3 +547,64 @@ fn corrupted_document_record_is_named_and_the_rest_stays_queryable() {
     c.delete(&["d6"]).unwrap();
     assert!(c.check().unwrap().problems.is_empty());
 }
+
+#[test]
+fn a_large_collection_opens_at_once_and_gets_its_graph_in_the_background() {
+    let f = fixture();
+    let n = rwkvdb::index::EXACT_BELOW + 2000;
+    let mut rng = 7u64;
+    let mut next = move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((rng >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    // Without a reranker the collection keeps no states: cheap to fill with given embeddings.
+    let vectors: Vec<Vec<f32>> = (0..n).map(|_| (0..128).map(|_| next()).collect()).collect();
+    {
+        let db = f.open();
+        let c = db.create_collection("big", CollectionConfig::new(&f.emb, None)).unwrap();
+        for (b, chunk) in vectors.chunks(4000).enumerate() {
+            let docs = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| rwkvdb::PrecomputedDocument {
+                    id: format!("g{}", b * 4000 + i),
+                    text: format!("generated {}", b * 4000 + i),
+                    metadata: None,
+                    embedding: v.clone(),
+                    state: None,
+                })
+                .collect();
+            c.insert_precomputed(docs).unwrap();
+        }
+    }
+    let db = f.open();
+    let c = db.collection("big").unwrap();
+    // Open returns before the graph exists; queries are exact scans meanwhile.
+    assert!(!c.stats().unwrap().index_graph_ready);
+    let q = QueryOptions { top_k: 5, rerank: Rerank::None, ..QueryOptions::default() };
+    let before = c.query("generated", &q).unwrap();
+    assert_eq!(before.hits.len(), 5);
+    // Writes during the background build are not lost.
+    c.insert_precomputed(vec![rwkvdb::PrecomputedDocument {
+        id: "late".into(),
+        text: "inserted while the graph was building".into(),
+        metadata: None,
+        embedding: vectors[5].iter().map(|x| -x).collect(),
+        state: None,
+    }])
+    .unwrap();
+    c.delete(&["g3"]).unwrap();
+    let start = std::time::Instant::now();
+    while !c.stats().unwrap().index_graph_ready {
+        assert!(start.elapsed() < std::time::Duration::from_secs(300), "the graph never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let stats = c.stats().unwrap();
+    assert_eq!(stats.index_entries, n, "n - 1 deleted + 1 inserted");
+    assert!(c.check().unwrap().problems.is_empty());
+    // The graph answers like the exact scan did (same query, same data but g3 and "late").
+    // (A wide beam: random 128-d vectors are the graph's hardest case.)
+    let after = c.query("generated", &QueryOptions { ef: Some(2000), ..q.clone() }).unwrap();
+    let ids = |r: &rwkvdb::QueryResult| r.hits.iter().map(|h| h.id.clone()).filter(|id| id != "g3").collect::<Vec<_>>();
+    assert_eq!(ids(&after)[..4], ids(&before)[..4]);
+}

@@ -110,3 +110,45 @@ fn concurrent_searches_while_inserting() {
     });
     assert_eq!(idx.len(), 3000);
 }
+
+#[test]
+fn graph_built_from_a_snapshot_catches_up_with_a_flat_index() {
+    let mut r = Rng(11);
+    let dim = 32;
+    let all = r.clustered(EXACT_BELOW + 3000, dim, 50);
+    let (first, later) = all.split_at(EXACT_BELOW + 1000);
+    // The flat index answers exactly from the start.
+    let flat = AnnIndex::flat(dim, IndexParams::default());
+    flat.insert_batch(first).unwrap();
+    assert!(!flat.has_graph());
+    let snapshot = flat.live_entries();
+    let base: std::collections::HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
+    // While the graph is built from the snapshot, writers add and delete on the flat index.
+    let graph = AnnIndex::new(dim, IndexParams::default());
+    graph.insert_batch(&snapshot).unwrap();
+    flat.insert_batch(later).unwrap();
+    let deleted: Vec<u64> = (1..=400).map(|i| i * 29).collect();
+    deleted.iter().for_each(|k| flat.delete(*k));
+    graph.catch_up(&base, &flat).unwrap();
+    assert!(graph.has_graph());
+    assert_eq!(graph.len(), flat.len());
+    assert_eq!(graph.len(), all.len() - deleted.len());
+    let live = |k: u64| !deleted.contains(&k);
+    let (mut found, mut total) = (0, 0);
+    for (_, q) in all.iter().step_by(131) {
+        let want = exact_top(&all, q, 10, live);
+        assert_eq!(flat.search(q, 10, 64, None).unwrap().iter().map(|h| h.0).collect::<Vec<_>>(), want);
+        let got: Vec<u64> = graph.search(q, 10, 64, None).unwrap().iter().map(|h| h.0).collect();
+        assert!(got.iter().all(|k| live(*k)), "a deleted key came back");
+        found += got.iter().filter(|k| want.contains(k)).count();
+        total += want.len();
+    }
+    let recall = found as f64 / total as f64;
+    assert!(recall > 0.95, "recall {recall}");
+    // Entries added during the build are reachable in the graph.
+    for (k, v) in later.iter().step_by(50) {
+        if live(*k) {
+            assert_eq!(graph.search(v, 1, 64, None).unwrap()[0].0, *k);
+        }
+    }
+}
