@@ -24,6 +24,9 @@ pub struct OpenOptions {
     pub durable: bool,
     /// Model runtime options (ONNX Runtime location, threads, device).
     pub runtime: RuntimeOptions,
+    /// redb's page cache, in bytes (default 256 MiB). Reads of state blobs and records go
+    /// through it; it is most of a long-running process's memory beyond the model.
+    pub cache_bytes: usize,
     /// Override model file locations recorded in collections (e.g. after moving the files).
     /// Keys are the recorded paths. The fingerprint check still applies.
     pub model_paths: HashMap<PathBuf, PathBuf>,
@@ -31,7 +34,13 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { create: true, durable: true, runtime: RuntimeOptions::default(), model_paths: HashMap::new() }
+        Self {
+            create: true,
+            durable: true,
+            cache_bytes: 256 << 20,
+            runtime: RuntimeOptions::default(),
+            model_paths: HashMap::new(),
+        }
     }
 }
 
@@ -61,7 +70,7 @@ impl Database {
     /// Opens (or creates) a database file.
     pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = store::open_file(&path, opts.create)?;
+        let db = store::open_file(&path, opts.create, opts.cache_bytes)?;
         Ok(Self { path, db: Arc::new(db), opts, models: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) })
     }
 
@@ -197,7 +206,7 @@ impl Database {
     /// Compacts a database file (no other handle may have it open): redb reclaims free pages.
     pub fn compact_file(path: impl AsRef<Path>) -> Result<bool> {
         let path = path.as_ref();
-        let mut db = store::open_file(path, false)?;
+        let mut db = store::open_file(path, false, OpenOptions::default().cache_bytes)?;
         let done = db.compact().map_err(|e| store::StoreError::Redb(e.into()))?;
         Ok(done)
     }

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Largest piece of a state blob kept in one row. redb stores a value that outgrows a page in a
-/// run of 2^k pages, so a 700 KB blob in one row would occupy 1 MiB; pieces just under 64 KiB
-/// fill their pages and only the last, partial piece is rounded up.
-pub const STATE_CHUNK_BYTES: usize = 64 * 1024 - 256;
+/// run of 2^k pages, so a 700 KB blob in one row would occupy 1 MiB; pieces just under 16 KiB
+/// fill their pages and only the last, partial piece is rounded up (by at most 8 KiB).
+pub const STATE_CHUNK_BYTES: usize = 16 * 1024 - 256;
 const MAGIC: &[u8] = b"rwkvdb";
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("rwkvdb_meta");
@@ -244,12 +244,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Opens (or creates) the database file and checks it is an rwkvdb file this build can read.
-pub fn open_file(path: &Path, create: bool) -> Result<Database, StoreError> {
+/// Opens (or creates) the database file, with a page cache of `cache_bytes`, and checks it is
+/// an rwkvdb file this build can read.
+pub fn open_file(path: &Path, create: bool, cache_bytes: usize) -> Result<Database, StoreError> {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(cache_bytes);
     let db = if path.exists() {
-        Database::open(path)
+        builder.open(path)
     } else if create {
-        Database::create(path)
+        builder.create(path)
     } else {
         return Err(StoreError::Redb(redb::Error::Io(std::io::Error::new(
             std::io::ErrorKind::NotFound,

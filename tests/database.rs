@@ -456,17 +456,28 @@ fn large_states_are_stored_in_pieces() {
         c.insert(corpus()[..12].to_vec()).unwrap();
         let per_doc = c.stats().unwrap().state_bytes_per_document;
         assert!(per_doc > rwkvdb::store::STATE_CHUNK_BYTES as f64, "{per_doc}");
+
         c.delete(&["d0"]).unwrap();
         c.upsert(vec![doc("d1", "A replaced text for d1.", json!({}))]).unwrap();
     }
-    // Every live document has 2 pieces, the deleted one none.
-    let pieces: Vec<(u64, u32)> = {
+    // Every live document has its pieces, full but for the last; the deleted one has none.
+    let pieces: Vec<((u64, u32), usize)> = {
         let raw = redb::Database::open(&path).unwrap();
         let r = redb::ReadableDatabase::begin_read(&raw).unwrap();
         let t = r.open_table(redb::TableDefinition::<(u64, u32), &[u8]>::new("c1_state_chunks")).unwrap();
-        t.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
+        t.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value(), v.value().len())).collect()
     };
-    assert_eq!(pieces.len(), 2 * 11, "{pieces:?}");
+    let full = rwkvdb::store::STATE_CHUNK_BYTES;
+    let docs: std::collections::BTreeSet<u64> = pieces.iter().map(|((k, _), _)| *k).collect();
+    assert_eq!(docs.len(), 11);
+    for doc in docs {
+        let mine: Vec<&((u64, u32), usize)> = pieces.iter().filter(|((k, _), _)| *k == doc).collect();
+        assert!(mine.len() >= 2);
+        for (i, ((_, n), len)) in mine.iter().enumerate() {
+            assert_eq!(*n as usize, i);
+            assert!(if i + 1 < mine.len() { *len == full } else { *len <= full && *len > 0 });
+        }
+    }
     // Damage in a second piece is found and named.
     {
         let raw = redb::Database::open(&path).unwrap();
