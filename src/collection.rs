@@ -238,7 +238,7 @@ pub(crate) struct CollectionInner {
     /// Serialises writers (redb allows one write transaction at a time anyway).
     write_lock: Mutex<()>,
     pub durable: bool,
-    /// Write transactions since the last durable one (non-durable mode).
+    /// Write transactions begun; in non-durable mode every `DURABLE_EVERY`th is durable.
     lazy_commits: std::sync::atomic::AtomicU32,
 }
 
