@@ -214,31 +214,29 @@ impl AnnIndex {
         self.graph
     }
 
-    /// The live entries as `(key, unit vector)`: what a graph built now must hold.
-    pub fn live_entries(&self) -> Vec<(u64, Vec<f32>)> {
+    /// `(key, unit vector)` of the stored vectors whose key passes `keep`.
+    fn entries(&self, keep: impl Fn(&u64) -> bool) -> Vec<(u64, Vec<f32>)> {
         let vs = self.vectors.read();
-        let tomb = self.tombstones.read();
         vs.keys
             .iter()
             .zip(vs.flat.chunks_exact(self.dim))
-            .filter(|(k, _)| !tomb.contains(k))
+            .filter(|(k, _)| keep(k))
             .map(|(k, v)| (*k, v.to_vec()))
             .collect()
+    }
+
+    /// The live entries as `(key, unit vector)`: what a graph built now must hold.
+    pub fn live_entries(&self) -> Vec<(u64, Vec<f32>)> {
+        // Lock order as in `search`: `tombstones` before `vectors`.
+        let tomb = self.tombstones.read();
+        self.entries(|k| !tomb.contains(k))
     }
 
     /// Brings `self`, built from `base` (a [`Self::live_entries`] snapshot of `current`), up
     /// to date with what `current` received since: its new entries and its deletes. The caller
     /// keeps writers out meanwhile, then replaces `current` by `self`.
     pub fn catch_up(&self, base: &HashSet<u64>, current: &AnnIndex) -> Result<(), IndexError> {
-        let new: Vec<(u64, Vec<f32>)> = {
-            let vs = current.vectors.read();
-            vs.keys
-                .iter()
-                .zip(vs.flat.chunks_exact(current.dim))
-                .filter(|(k, _)| !base.contains(k))
-                .map(|(k, v)| (*k, v.to_vec()))
-                .collect()
-        };
+        let new = current.entries(|k| !base.contains(k));
         if !new.is_empty() {
             self.insert_batch(&new)?;
         }

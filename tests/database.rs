@@ -50,6 +50,15 @@ impl Fixture {
     }
 }
 
+/// Every offline hit scores like the same document's online hit (within the default preset's
+/// quantisation error).
+fn assert_scores_agree(off: &rwkvdb::QueryResult, on: &rwkvdb::QueryResult) {
+    for h in &off.hits {
+        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
+        assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
+    }
+}
+
 #[test]
 fn insert_get_query_delete_upsert_and_reopen() {
     let f = fixture();
@@ -75,10 +84,7 @@ fn insert_get_query_delete_upsert_and_reopen() {
         let off = c.query("topic 2", &opts(Rerank::Offline)).unwrap();
         let on = c.query("topic 2", &opts(Rerank::Online)).unwrap();
         assert_eq!(off.hits.len(), 10);
-        for h in &off.hits {
-            let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
-            assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
-        }
+        assert_scores_agree(&off, &on);
 
         // top_k beyond the count returns everything.
         let all = c.query("topic", &QueryOptions { top_k: 100, candidates: 100, ..QueryOptions::default() }).unwrap();
@@ -284,10 +290,7 @@ fn offline_rerank_runs_in_chunks_matches_online_and_skips_damage() {
     assert_eq!(skipped, ["d150", "d280", "d7"]);
     assert_eq!(off.hits.len(), n - 3);
     assert_eq!(on.hits.len(), n);
-    for h in &off.hits {
-        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
-        assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
-    }
+    assert_scores_agree(&off, &on);
 }
 
 #[test]
@@ -505,10 +508,7 @@ fn large_states_are_stored_in_pieces() {
     let on = c.query("topic 1", &q(Rerank::Online)).unwrap();
     assert_eq!(off.skipped.len(), 1);
     assert_eq!(off.hits.len(), 10);
-    for h in &off.hits {
-        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
-        assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01, "{h:?} vs {o:?}");
-    }
+    assert_scores_agree(&off, &on);
 }
 
 #[test]
