@@ -11,17 +11,32 @@
 //! after a crash; durable once acknowledged unless `OpenOptions::durable` is off); a collection
 //! refuses to open with a model whose fingerprint differs; every stored record carries a checksum.
 //!
-//! ```no_run
-//! use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions, QueryOptions};
+//! The example runs as a doc test on a small synthetic model pair (hidden lines write it into
+//! `dir`); with real weights, point `CollectionConfig::new` at `rwkv0b1-emb-curriculum.pth` and
+//! `rwkv0b1-reranker.pth`.
 //!
-//! # fn main() -> rwkvdb::Result<()> {
-//! let db = Database::open("my.redb", OpenOptions::default())?;
-//! let config = CollectionConfig::new("rwkv0b1-emb-curriculum.pth", Some("rwkv0b1-reranker.pth".into()));
+//! ```
+//! use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions, QueryOptions};
+//! # use rwkvdb::checkpoint::{self, synth, StoredDType};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("rwkvdb-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let cfg = synth::SynthConfig { layers: 2, width: 128, reranker_layers: vec![1], ..Default::default() };
+//! # checkpoint::pth::write(&dir.join("emb.pth"), &synth::synth_embedder(&cfg), StoredDType::F32)?;
+//! # checkpoint::pth::write(&dir.join("rr.pth"), &synth::synth_reranker(&cfg), StoredDType::F32)?;
+//!
+//! let db = Database::open(dir.join("my.redb"), OpenOptions::default())?;
+//! let config = CollectionConfig::new(dir.join("emb.pth"), Some(dir.join("rr.pth")));
 //! let docs = db.create_collection("notes", config)?;
 //! docs.insert(vec![NewDocument { id: Some("n1".into()), text: "Water boils at 100 °C at sea level.".into(), metadata: None }])?;
-//! for hit in docs.query("At what temperature does water boil?", &QueryOptions::default())?.hits {
+//! let result = docs.query("At what temperature does water boil?", &QueryOptions::default())?;
+//! for hit in &result.hits {
 //!     println!("{} {:?} {}", hit.id, hit.probability, hit.text);
 //! }
+//! assert_eq!(result.hits[0].id, "n1");
+//! # drop(docs);
+//! # drop(db);
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
 //! ```
