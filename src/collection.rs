@@ -360,7 +360,9 @@ impl Collection {
             lazy_commits: std::sync::atomic::AtomicU32::new(0),
         };
         let c = Self { inner: Arc::new(inner) };
-        c.load_index()?;
+        // The index and the metadata map come from the stored records (nothing is re-embedded):
+        // the store is the source of truth, so after a crash they agree with what was committed.
+        c.build_index_locked(true)?;
         Ok(c)
     }
 
@@ -389,13 +391,6 @@ impl Collection {
         let r = self.inner.db.begin_read().map_err(store::StoreError::from)?;
         let t = r.open_table(self.inner.tables.ids()).map_err(store::StoreError::from)?;
         Ok(t.len().map_err(store::StoreError::from)?)
-    }
-
-    /// Rebuilds the ANN index and the metadata map from the stored records (nothing is
-    /// re-embedded). The store is the source of truth, so after a crash the index always agrees
-    /// with what was committed.
-    fn load_index(&self) -> Result<()> {
-        self.build_index_locked(true)
     }
 
     /// Inserts documents; fails (writing nothing) if any id already exists.
@@ -630,17 +625,13 @@ impl Collection {
         if !self.inner.index.read().needs_rebuild() {
             return Ok(());
         }
-        self.rebuild_index_locked()
+        self.build_index_locked(false)
     }
 
     /// Rebuilds the ANN index from the stored embeddings. Writers wait meanwhile (a document
     /// committed during the rebuild would be missing from the new index); queries go on.
     pub fn rebuild_index(&self) -> Result<()> {
         let _w = self.inner.write_lock.lock();
-        self.rebuild_index_locked()
-    }
-
-    fn rebuild_index_locked(&self) -> Result<()> {
         self.build_index_locked(false)
     }
 
@@ -664,30 +655,24 @@ impl Collection {
         let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
         let dim = inner.runtime.config().width;
         let in_background = background && items.len() >= EXACT_BELOW;
-        let index = if in_background {
-            let flat = AnnIndex::flat(dim, params);
-            flat.insert_batch(&items)?;
-            flat
-        } else {
-            AnnIndex::rebuild(items.into_iter(), dim, params)?
-        };
-        *inner.index.write() = index;
         *inner.metadata.write() = metadata;
         if in_background {
-            self.build_graph_in_background();
+            let flat = AnnIndex::flat(dim, params);
+            flat.insert_batch(&items)?;
+            *inner.index.write() = flat;
+            self.build_graph_in_background(items, params);
+        } else {
+            *inner.index.write() = AnnIndex::rebuild(items.into_iter(), dim, params)?;
         }
         Ok(())
     }
 
-    /// Builds the HNSW graph of the current (flat) index on a new thread and swaps it in when
-    /// done, with whatever writers added or deleted meanwhile. The thread holds no strong
-    /// reference to the collection: closing the database stops it at the next step.
-    fn build_graph_in_background(&self) {
+    /// Builds the HNSW graph of `snapshot` (the entries the current flat index was made from)
+    /// on a new thread and swaps it in when done, with whatever writers added or deleted
+    /// meanwhile. The thread holds no strong reference to the collection: closing the database
+    /// stops it at the next step.
+    fn build_graph_in_background(&self, snapshot: Vec<(u64, Vec<f32>)>, params: IndexParams) {
         let weak = Arc::downgrade(&self.inner);
-        let (snapshot, params) = {
-            let index = self.inner.index.read();
-            (index.live_entries(), index.params())
-        };
         let dim = self.inner.runtime.config().width;
         let build = move || {
             let base: HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
@@ -1019,21 +1004,21 @@ impl Collection {
     }
 }
 
-/// A random 128-bit hex id for documents inserted without one.
 /// Checks a batch against the limits and returns its ids (given or generated): no empty text,
 /// no empty or repeated id, nothing over [`MAX_BATCH_DOCS`], [`MAX_ID_BYTES`],
 /// [`MAX_TEXT_BYTES`] or [`MAX_METADATA_BYTES`].
 fn batch_ids<'a>(
     docs: impl ExactSizeIterator<Item = (Option<&'a str>, &'a str, Option<&'a Value>)>,
 ) -> Result<Vec<String>> {
-    let limit = |what: String, value: usize, max: usize| {
+    // The error text is only built when a limit is exceeded.
+    let limit = |value: usize, max: usize, what: &dyn Fn() -> String| {
         if value > max {
-            Err(Error::LimitExceeded { what, value, max })
+            Err(Error::LimitExceeded { what: what(), value, max })
         } else {
             Ok(())
         }
     };
-    limit("documents in one batch".into(), docs.len(), MAX_BATCH_DOCS)?;
+    limit(docs.len(), MAX_BATCH_DOCS, &|| "documents in one batch".into())?;
     let mut seen = HashSet::new();
     let mut ids = Vec::new();
     for (i, (id, text, metadata)) in docs.enumerate() {
@@ -1041,14 +1026,14 @@ fn batch_ids<'a>(
         if text.trim().is_empty() {
             return Err(Error::InvalidInput(format!("{} has empty text", name())));
         }
-        limit(format!("{}: text bytes", name()), text.len(), MAX_TEXT_BYTES)?;
+        limit(text.len(), MAX_TEXT_BYTES, &|| format!("{}: text bytes", name()))?;
         if let Some(m) = metadata {
-            limit(format!("{}: metadata JSON bytes", name()), m.to_string().len(), MAX_METADATA_BYTES)?;
+            limit(m.to_string().len(), MAX_METADATA_BYTES, &|| format!("{}: metadata JSON bytes", name()))?;
         }
         let id = match id {
             Some("") => return Err(Error::InvalidInput(format!("batch position {i}: empty id"))),
             Some(id) => {
-                limit(format!("batch position {i}: id bytes"), id.len(), MAX_ID_BYTES)?;
+                limit(id.len(), MAX_ID_BYTES, &|| format!("batch position {i}: id bytes"))?;
                 id.to_string()
             }
             None => generate_id(),
@@ -1061,6 +1046,7 @@ fn batch_ids<'a>(
     Ok(ids)
 }
 
+/// A random 128-bit hex id for documents inserted without one.
 fn generate_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];

@@ -83,7 +83,7 @@ impl Database {
         opts: OpenOptions,
     ) -> Result<Self> {
         let path = label.as_ref().to_path_buf();
-        let db = store::open_backend(backend, &path)?;
+        let db = store::open_backend(backend, &path, opts.cache_bytes)?;
         Ok(Self { path, db: Arc::new(db), opts, models: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) })
     }
 

@@ -20,7 +20,7 @@ pub fn upgrade(db: &Database, found: u32) -> Result<(), StoreError> {
     for version in found + 1..=FORMAT_VERSION {
         if version == 2 {
             for rec in &collections {
-                v2_chunk_states(&txn, rec.id)?;
+                v2_upgrade_collection(&txn, rec.id)?;
             }
         }
     }
@@ -31,7 +31,7 @@ pub fn upgrade(db: &Database, found: u32) -> Result<(), StoreError> {
 
 /// Version 2 stores each state blob in pieces (`c{id}_states` → `c{id}_state_chunks`) and drops
 /// the metadata copy `c{id}_meta` (the checksummed document record holds the metadata).
-fn v2_chunk_states(txn: &redb::WriteTransaction, collection: u64) -> Result<(), StoreError> {
+fn v2_upgrade_collection(txn: &redb::WriteTransaction, collection: u64) -> Result<(), StoreError> {
     let meta_name = format!("c{collection}_meta");
     txn.delete_table(TableDefinition::<u64, &[u8]>::new(&meta_name))?;
     let old_name = format!("c{collection}_states");

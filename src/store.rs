@@ -247,8 +247,7 @@ impl<'a> Reader<'a> {
 /// Opens (or creates) the database file, with a page cache of `cache_bytes`, and checks it is
 /// an rwkvdb file this build can read.
 pub fn open_file(path: &Path, create: bool, cache_bytes: usize) -> Result<Database, StoreError> {
-    let mut builder = redb::Builder::new();
-    builder.set_cache_size(cache_bytes);
+    let builder = builder(cache_bytes);
     let db = if path.exists() {
         builder.open(path)
     } else if create {
@@ -265,9 +264,20 @@ pub fn open_file(path: &Path, create: bool, cache_bytes: usize) -> Result<Databa
 
 /// Opens a database over any redb storage backend (fault injection, in-memory files);
 /// `label` names it in errors.
-pub fn open_backend(backend: impl redb::StorageBackend, label: &Path) -> Result<Database, StoreError> {
-    let db = redb::Builder::new().create_with_backend(backend).map_err(|e| open_error(e, label))?;
+pub fn open_backend(
+    backend: impl redb::StorageBackend,
+    label: &Path,
+    cache_bytes: usize,
+) -> Result<Database, StoreError> {
+    let db = builder(cache_bytes).create_with_backend(backend).map_err(|e| open_error(e, label))?;
     prepare(db, label)
+}
+
+/// redb's builder with rwkvdb's settings.
+fn builder(cache_bytes: usize) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(cache_bytes);
+    b
 }
 
 fn open_error(e: redb::DatabaseError, path: &Path) -> StoreError {

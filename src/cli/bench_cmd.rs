@@ -182,7 +182,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
                 let mut ms = latencies(&c, &opts, count)?;
                 let (p50, p99) = percentiles(&mut ms);
                 eprintln!("query n={n} {rerank:?}: p50 {p50:.1} ms, p99 {p99:.1} ms ({count} queries)");
-                queries.push(json!({"n_docs": n, "rerank": rerank_name(rerank), "preset": preset.name(),
+                queries.push(json!({"n_docs": n, "rerank": rerank, "preset": preset.name(),
                     "candidates": plan.candidates, "top_k": 10, "queries": count, "p50_ms": p50, "p99_ms": p99}));
             }
         }
@@ -342,14 +342,6 @@ fn percentiles(ms: &mut [f64]) -> (f64, f64) {
         (0.0, 0.0)
     } else {
         (rank(0.50), rank(0.99))
-    }
-}
-
-fn rerank_name(r: Rerank) -> &'static str {
-    match r {
-        Rerank::None => "none",
-        Rerank::Offline => "offline",
-        Rerank::Online => "online",
     }
 }
 
