@@ -246,14 +246,19 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
     assert!(e.to_string().contains("rwkv.blocks.1.att.key.weight"), "{e}");
 }
 
+/// The store's key of document `id` in collection 1, read through redb itself.
+fn stored_key(w: &redb::WriteTransaction, id: &str) -> u64 {
+    let ids: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("c1_ids");
+    w.open_table(ids).unwrap().get(id).unwrap().unwrap().value()
+}
+
 /// Flips a byte inside a document's stored state through redb itself (collection 1).
 fn corrupt_state(path: &std::path::Path, id: &str) {
     let raw = redb::Database::open(path).unwrap();
     let w = raw.begin_write().unwrap();
     {
-        let ids: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("c1_ids");
         let states: redb::TableDefinition<(u64, u32), &[u8]> = redb::TableDefinition::new("c1_state_chunks");
-        let key = w.open_table(ids).unwrap().get(id).unwrap().unwrap().value();
+        let key = stored_key(&w, id);
         let mut t = w.open_table(states).unwrap();
         let mut blob = t.get((key, 0)).unwrap().unwrap().value().to_vec();
         let mid = blob.len() / 2;
@@ -486,13 +491,7 @@ fn large_states_are_stored_in_pieces() {
         let raw = redb::Database::open(&path).unwrap();
         let w = raw.begin_write().unwrap();
         {
-            let key = w
-                .open_table(redb::TableDefinition::<&str, u64>::new("c1_ids"))
-                .unwrap()
-                .get("d5")
-                .unwrap()
-                .unwrap()
-                .value();
+            let key = stored_key(&w, "d5");
             let mut t = w.open_table(redb::TableDefinition::<(u64, u32), &[u8]>::new("c1_state_chunks")).unwrap();
             let mut piece = t.get((key, 1)).unwrap().unwrap().value().to_vec();
             piece[10] ^= 1;
@@ -522,13 +521,7 @@ fn corrupted_document_record_is_named_and_the_rest_stays_queryable() {
         let raw = redb::Database::open(f.db_path()).unwrap();
         let w = raw.begin_write().unwrap();
         {
-            let key = w
-                .open_table(redb::TableDefinition::<&str, u64>::new("c1_ids"))
-                .unwrap()
-                .get("d6")
-                .unwrap()
-                .unwrap()
-                .value();
+            let key = stored_key(&w, "d6");
             let mut t = w.open_table(redb::TableDefinition::<u64, &[u8]>::new("c1_docs")).unwrap();
             let mut rec = t.get(key).unwrap().unwrap().value().to_vec();
             let mid = rec.len() / 2;
