@@ -14,9 +14,17 @@
 //! and for each layer `l`: `att_shift_l`, `ffn_shift_l` `[N, C]`, `wkv_l` `[N, H, 64, 64]`.
 //! Outputs: `att_shift_out_l`, `ffn_shift_out_l`, `wkv_out_l`, then `embedding` `[N, C]` or `logits` `[N]`.
 
+use std::collections::HashSet;
+
 use super::onnx::{Attr, Dim, ElemType, Graph};
-use super::weights::{BlockWeights, EmbedderWeights, RerankerWeights, HEAD_SIZE};
+use super::prepared::{block_prefix, Elem, Part, PreparedModel};
+use super::quant;
+use super::weights::HEAD_SIZE;
 use super::wkv::{DOMAIN, OP_NAME};
+use super::ModelError;
+
+/// Domain of ONNX Runtime's contrib operators (`MatMulNBits`).
+const MS_DOMAIN: &str = "com.microsoft";
 
 /// What the graph computes after the embedder layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +42,8 @@ const DECAY_SCALE: f32 = 0.606_530_66;
 
 struct Builder<'g> {
     g: &'g mut Graph,
-    c: usize,
-    heads: usize,
+    pm: &'g PreparedModel,
+    declared: HashSet<String>,
     one: String,
     neg_decay: String,
     eps: String,
@@ -46,7 +54,8 @@ struct Builder<'g> {
 }
 
 impl<'g> Builder<'g> {
-    fn new(g: &'g mut Graph, c: usize, heads: usize) -> Self {
+    fn new(g: &'g mut Graph, pm: &'g PreparedModel) -> Self {
+        let (c, heads) = (pm.meta().config.width, pm.meta().config.heads);
         let one = g.scalar("one", 1.0);
         let neg_decay = g.scalar("neg_decay", -DECAY_SCALE);
         let eps = g.scalar("l2_eps", 1e-12);
@@ -54,34 +63,63 @@ impl<'g> Builder<'g> {
         let shape_flat = g.ints("shape_flat", &[0, 0, c as i64]);
         let shape_rows = g.ints("shape_rows", &[-1, c as i64]);
         let axis_last = g.ints("axis_last", &[-1]);
-        Self { g, c, heads, one, neg_decay, eps, shape_heads, shape_flat, shape_rows, axis_last }
+        Self { g, pm, declared: HashSet::new(), one, neg_decay, eps, shape_heads, shape_flat, shape_rows, axis_last }
+    }
+
+    /// Declares the prepared tensor `name` as an external initializer (once) and returns its name.
+    fn w(&mut self, name: &str) -> Result<String, ModelError> {
+        let t = self.pm.info(name).ok_or_else(|| ModelError::PreparedWeights(format!("no tensor {name}")))?;
+        if self.declared.insert(name.to_string()) {
+            let elem = match t.elem {
+                Elem::F32 => ElemType::F32,
+                Elem::U8 => ElemType::U8,
+            };
+            self.g.external(name, elem, &t.dims, t.len);
+        }
+        Ok(name.to_string())
     }
 
     fn op(&mut self, op: &str, inputs: &[&str]) -> String {
         self.g.node(op, inputs, &[])
     }
 
-    fn layer_norm(&mut self, x: &str, (w, b): &(Vec<f32>, Vec<f32>), eps: f32) -> String {
-        let c = w.len();
-        let w = self.g.weight("ln_w", &[c], w);
-        let b = self.g.weight("ln_b", &[c], b);
-        self.g.node("LayerNormalization", &[x, &w, &b], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))])
+    /// LayerNorm with the prepared affine `{name}.w`, `{name}.b`.
+    fn layer_norm(&mut self, x: &str, name: &str, eps: f32) -> Result<String, ModelError> {
+        let w = self.w(&format!("{name}.w"))?;
+        let b = self.w(&format!("{name}.b"))?;
+        Ok(self.g.node("LayerNormalization", &[x, &w, &b], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))]))
     }
 
-    fn matmul(&mut self, x: &str, w: &[f32], rows: usize, cols: usize) -> String {
-        let w = self.g.weight("w", &[rows, cols], w);
-        self.op("MatMul", &[x, &w])
-    }
-
-    fn vecw(&mut self, v: &[f32]) -> String {
-        self.g.weight("v", &[v.len()], v)
+    /// `x @ W` for the prepared matrix `name`: `MatMul` on f32 weights, `MatMulNBits` on
+    /// block-quantized ones.
+    fn matmul(&mut self, x: &str, name: &str) -> Result<String, ModelError> {
+        if self.pm.info(name).is_some() {
+            let w = self.w(name)?;
+            return Ok(self.op("MatMul", &[x, &w]));
+        }
+        let packed = format!("{name}.q");
+        let q = self
+            .pm
+            .info(&packed)
+            .and_then(|t| t.quant)
+            .ok_or_else(|| ModelError::PreparedWeights(format!("no matrix {name}")))?;
+        let b = self.w(&packed)?;
+        let s = self.w(&format!("{name}.scales"))?;
+        let attrs = [
+            ("K", Attr::Int(q.k as i64)),
+            ("N", Attr::Int(q.n as i64)),
+            ("bits", Attr::Int(i64::from(q.bits))),
+            ("block_size", Attr::Int(q.block as i64)),
+            ("accuracy_level", Attr::Int(quant::ACCURACY_LEVEL)),
+        ];
+        Ok(self.g.node_in(MS_DOMAIN, "MatMulNBits", &[x, &b, &s], &attrs))
     }
 
     /// `x + (prev - x) * mix`, the token-shift interpolation.
-    fn lerp(&mut self, x: &str, xx: &str, mix: &[f32]) -> String {
-        let m = self.vecw(mix);
+    fn lerp(&mut self, x: &str, xx: &str, mix: &str) -> Result<String, ModelError> {
+        let m = self.w(mix)?;
         let t = self.op("Mul", &[xx, &m]);
-        self.op("Add", &[x, &t])
+        Ok(self.op("Add", &[x, &t]))
     }
 
     /// `[N,T,C]` shifted right by one token, with `prev` `[N,C]` in front.
@@ -101,46 +139,39 @@ impl<'g> Builder<'g> {
         self.g.node("Gather", &[&flat, last_index], &[("axis", Attr::Int(0))])
     }
 
-    /// One block's time mix. Returns (output to add to the residual, ln1 output, new WKV state, v).
-    #[allow(clippy::too_many_arguments)]
+    /// One block's time mix (block weights under the name prefix `p`). Returns (output to add
+    /// to the residual, ln1 output, new WKV state, v_first).
     fn time_mix(
         &mut self,
-        blk: &BlockWeights,
+        p: &str,
         x: &str,
         prev: Option<&str>,
         state: &str,
         lengths: Option<&str>,
         v_first: Option<&str>,
-    ) -> (String, String, String, String) {
-        let c = self.c;
-        let xa = self.layer_norm(x, &blk.ln1, 1e-5);
+    ) -> Result<(String, String, String, String), ModelError> {
+        let xa = self.layer_norm(x, &format!("{p}ln1"), 1e-5)?;
         // Token shift: the reranker's single token starts from a zero previous value.
         let xx = match prev {
-            Some(p) => {
-                let s = self.shifted(&xa, p);
+            Some(prev) => {
+                let s = self.shifted(&xa, prev);
                 self.op("Sub", &[&s, &xa])
             }
             None => self.op("Neg", &[&xa]),
         };
-        let [mr, mw, mk, mv, ma, mg] = &blk.mix;
-        let xr = self.lerp(&xa, &xx, mr);
-        let xw = self.lerp(&xa, &xx, mw);
-        let xk = self.lerp(&xa, &xx, mk);
-        let xv = self.lerp(&xa, &xx, mv);
-        let xa_ = self.lerp(&xa, &xx, ma);
-        let xg = self.lerp(&xa, &xx, mg);
+        let [xr, xw, xk, xv, xa_, xg] =
+            ["x_r", "x_w", "x_k", "x_v", "x_a", "x_g"].map(|m| self.lerp(&xa, &xx, &format!("{p}{m}")));
+        let (xr, xw, xk, xv, xa_, xg) = (xr?, xw?, xk?, xv?, xa_?, xg?);
 
-        let r = self.matmul(&xr, &blk.rkvo[0], c, c);
-        let k = self.matmul(&xk, &blk.rkvo[1], c, c);
-        let mut v = self.matmul(&xv, &blk.rkvo[2], c, c);
+        let r = self.matmul(&xr, &format!("{p}att.r"))?;
+        let k = self.matmul(&xk, &format!("{p}att.k"))?;
+        let mut v = self.matmul(&xv, &format!("{p}att.v"))?;
 
         // decay = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2))
-        let (w0, w1, w2) = &blk.w;
-        let dw = w1.len() / c;
-        let t = self.matmul(&xw, w1, c, dw);
+        let t = self.matmul(&xw, &format!("{p}w1"))?;
         let t = self.op("Tanh", &[&t]);
-        let t = self.matmul(&t, w2, dw, c);
-        let w0 = self.vecw(w0);
+        let t = self.matmul(&t, &format!("{p}w2"))?;
+        let w0 = self.w(&format!("{p}w0"))?;
         let z = self.op("Add", &[&t, &w0]);
         let s = self.op("Sigmoid", &[&z]);
         let nd = self.neg_decay.clone();
@@ -148,23 +179,19 @@ impl<'g> Builder<'g> {
         let decay = self.op("Exp", &[&e]);
 
         // a = sigmoid(a0 + (xa @ a1) @ a2)
-        let (a0, a1, a2) = &blk.a;
-        let da = a1.len() / c;
-        let t = self.matmul(&xa_, a1, c, da);
-        let t = self.matmul(&t, a2, da, c);
-        let a0 = self.vecw(a0);
+        let t = self.matmul(&xa_, &format!("{p}a1"))?;
+        let t = self.matmul(&t, &format!("{p}a2"))?;
+        let a0 = self.w(&format!("{p}a0"))?;
         let t = self.op("Add", &[&t, &a0]);
         let a = self.op("Sigmoid", &[&t]);
 
         // g = sigmoid(xg @ g1) @ g2
-        let (g1, g2) = &blk.g;
-        let dg = g1.len() / c;
-        let t = self.matmul(&xg, g1, c, dg);
+        let t = self.matmul(&xg, &format!("{p}g1"))?;
         let t = self.op("Sigmoid", &[&t]);
-        let g = self.matmul(&t, g2, dg, c);
+        let g = self.matmul(&t, &format!("{p}g2"))?;
 
         // kk = normalize(k * k_k) per head (F.normalize: x / max(|x|, 1e-12))
-        let kkw = self.vecw(&blk.k_k);
+        let kkw = self.w(&format!("{p}k_k"))?;
         let kk = self.op("Mul", &[&k, &kkw]);
         let sh = self.shape_heads.clone();
         let kk4 = self.op("Reshape", &[&kk, &sh]);
@@ -181,18 +208,18 @@ impl<'g> Builder<'g> {
         // k = k * (1 + (a - 1) * k_a)
         let one = self.one.clone();
         let am1 = self.op("Sub", &[&a, &one]);
-        let ka = self.vecw(&blk.k_a);
+        let ka = self.w(&format!("{p}k_a"))?;
         let t = self.op("Mul", &[&am1, &ka]);
         let t = self.op("Add", &[&t, &one]);
         let k = self.op("Mul", &[&k, &t]);
 
         // Value residual: layer 0 defines v_first, later layers mix towards it.
-        let v_first_out = match (&blk.v, v_first) {
-            (Some((v0, v1, v2)), Some(vf)) => {
-                let dv = v1.len() / c;
-                let t = self.matmul(&xv, v1, c, dv);
-                let t = self.matmul(&t, v2, dv, c);
-                let v0 = self.vecw(v0);
+        let has_v = self.pm.info(&format!("{p}v0")).is_some();
+        let v_first_out = match v_first {
+            Some(vf) if has_v => {
+                let t = self.matmul(&xv, &format!("{p}v1"))?;
+                let t = self.matmul(&t, &format!("{p}v2"))?;
+                let v0 = self.w(&format!("{p}v0"))?;
                 let t = self.op("Add", &[&t, &v0]);
                 let gate = self.op("Sigmoid", &[&t]);
                 let d = self.op("Sub", &[vf, &v]);
@@ -222,16 +249,15 @@ impl<'g> Builder<'g> {
             &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(LN_X_EPS))],
         );
         let y = self.op("Reshape", &[&y4, &sf]);
-        let lw = self.vecw(&blk.ln_x.0);
-        let lb = self.vecw(&blk.ln_x.1);
+        let lw = self.w(&format!("{p}ln_x.w"))?;
+        let lb = self.w(&format!("{p}ln_x.b"))?;
         let y = self.op("Mul", &[&y, &lw]);
         let y = self.op("Add", &[&y, &lb]);
 
         // Bonus: y += sum_head(r * k * r_k) * v
         let rk = self.op("Mul", &[&r, &k]);
         let rk4 = self.op("Reshape", &[&rk, &sh]);
-        let heads = self.heads;
-        let rkw = self.g.weight("r_k", &[heads, HEAD_SIZE], &blk.r_k);
+        let rkw = self.w(&format!("{p}r_k"))?;
         let rk4 = self.op("Mul", &[&rk4, &rkw]);
         let rs = self.g.node("ReduceSum", &[&rk4, &ax], &[("keepdims", Attr::Int(1))]);
         let v4 = self.op("Reshape", &[&v, &sh]);
@@ -240,61 +266,117 @@ impl<'g> Builder<'g> {
         let y = self.op("Add", &[&y, &bonus]);
 
         let y = self.op("Mul", &[&y, &g]);
-        let out = self.matmul(&y, &blk.rkvo[3], c, c);
-        (out, xa, new_state, v_first_out)
+        let out = self.matmul(&y, &format!("{p}att.o"))?;
+        Ok((out, xa, new_state, v_first_out))
     }
 
     /// One block's channel mix. Returns (output to add to the residual, ln2 output).
-    fn channel_mix(&mut self, blk: &BlockWeights, x: &str, prev: Option<&str>) -> (String, String) {
-        let xb = self.layer_norm(x, &blk.ln2, 1e-5);
+    fn channel_mix(&mut self, p: &str, x: &str, prev: Option<&str>) -> Result<(String, String), ModelError> {
+        let xb = self.layer_norm(x, &format!("{p}ln2"), 1e-5)?;
         let xx = match prev {
-            Some(p) => {
-                let s = self.shifted(&xb, p);
+            Some(prev) => {
+                let s = self.shifted(&xb, prev);
                 self.op("Sub", &[&s, &xb])
             }
             None => self.op("Neg", &[&xb]),
         };
-        let kx = self.lerp(&xb, &xx, &blk.ffn_x_k);
-        let f = blk.ffn_key.len() / self.c;
-        let h = self.matmul(&kx, &blk.ffn_key, self.c, f);
+        let kx = self.lerp(&xb, &xx, &format!("{p}ffn.x_k"))?;
+        let h = self.matmul(&kx, &format!("{p}ffn.key"))?;
         let h = self.op("Relu", &[&h]);
         let h = self.op("Mul", &[&h, &h]);
-        let out = self.matmul(&h, &blk.ffn_value, f, self.c);
-        (out, xb)
+        let out = self.matmul(&h, &format!("{p}ffn.value"))?;
+        Ok((out, xb))
     }
 }
 
-/// Builds the ONNX model bytes for the first `layers` embedder blocks plus `tail`.
-///
-/// `reranker` is required for [`Tail::Rerank`]; `layers` must then exceed its highest selected layer.
-pub fn build(emb: &EmbedderWeights, reranker: Option<&RerankerWeights>, layers: usize, tail: Tail) -> Vec<u8> {
-    let cfg = &emb.config;
-    let (c, h) = (cfg.width, cfg.heads);
+/// A graph's input and output names, shared by the emitter and the runtime.
+pub mod io {
+    /// Token embeddings `[N, T, C]`.
+    pub const X: &str = "x";
+    /// Real tokens per row `[N]`.
+    pub const LENGTHS: &str = "lengths";
+    /// Flat index of each row's last real token `[N]`.
+    pub const LAST_INDEX: &str = "last_index";
+    /// The retrieval embedding output `[N, C]`.
+    pub const EMBEDDING: &str = "embedding";
+    /// The reranker logit output `[N]`.
+    pub const LOGITS: &str = "logits";
+
+    /// Time-mix token-shift input of layer `l`.
+    pub fn att_shift(l: usize) -> String {
+        format!("att_shift_{l}")
+    }
+    /// Channel-mix token-shift input of layer `l`.
+    pub fn ffn_shift(l: usize) -> String {
+        format!("ffn_shift_{l}")
+    }
+    /// WKV state input of layer `l`.
+    pub fn wkv(l: usize) -> String {
+        format!("wkv_{l}")
+    }
+    /// Time-mix token-shift output of layer `l`.
+    pub fn att_shift_out(l: usize) -> String {
+        format!("att_shift_out_{l}")
+    }
+    /// Channel-mix token-shift output of layer `l`.
+    pub fn ffn_shift_out(l: usize) -> String {
+        format!("ffn_shift_out_{l}")
+    }
+    /// WKV state output of layer `l`.
+    pub fn wkv_out(l: usize) -> String {
+        format!("wkv_out_{l}")
+    }
+}
+
+impl Tail {
+    /// Name of the graph output this tail produces.
+    pub fn output(self) -> &'static str {
+        match self {
+            Tail::Embedding => io::EMBEDDING,
+            Tail::Rerank => io::LOGITS,
+        }
+    }
+}
+
+/// An emitted graph: the ONNX bytes and the prepared tensors they reference.
+pub struct GraphBytes {
+    /// The `ModelProto`.
+    pub bytes: Vec<u8>,
+    /// Names of the external initializers, to hand over at session creation.
+    pub externals: Vec<String>,
+}
+
+/// Builds the ONNX model for the first `layers` embedder blocks plus `tail`, referencing the
+/// weights of `pm` by name. [`Tail::Rerank`] needs a reranker in `pm` and `layers` above its
+/// highest selected layer.
+pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes, ModelError> {
+    let meta = pm.meta();
+    let (c, h) = (meta.config.width, meta.config.heads);
     let mut g = Graph::new();
-    let x = g.input("x", ElemType::F32, &[Dim::Named("batch"), Dim::Named("tokens"), Dim::Fixed(c as i64)]);
-    let lengths = g.input("lengths", ElemType::I64, &[Dim::Named("batch")]);
-    let last_index = g.input("last_index", ElemType::I64, &[Dim::Named("batch")]);
+    let x = g.input(io::X, ElemType::F32, &[Dim::Named("batch"), Dim::Named("tokens"), Dim::Fixed(c as i64)]);
+    let lengths = g.input(io::LENGTHS, ElemType::I64, &[Dim::Named("batch")]);
+    let last_index = g.input(io::LAST_INDEX, ElemType::I64, &[Dim::Named("batch")]);
     let row = [Dim::Named("batch"), Dim::Fixed(c as i64)];
     let st = [Dim::Named("batch"), Dim::Fixed(h as i64), Dim::Fixed(HEAD_SIZE as i64), Dim::Fixed(HEAD_SIZE as i64)];
     let mut state_in = Vec::new();
     for l in 0..layers {
-        let a = g.input(&format!("att_shift_{l}"), ElemType::F32, &row);
-        let f = g.input(&format!("ffn_shift_{l}"), ElemType::F32, &row);
-        let w = g.input(&format!("wkv_{l}"), ElemType::F32, &st);
+        let a = g.input(&io::att_shift(l), ElemType::F32, &row);
+        let f = g.input(&io::ffn_shift(l), ElemType::F32, &row);
+        let w = g.input(&io::wkv(l), ElemType::F32, &st);
         state_in.push((a, f, w));
     }
 
-    let mut b = Builder::new(&mut g, c, h);
+    let mut b = Builder::new(&mut g, pm);
     let mut x = x;
     let mut v_first: Option<String> = None;
     let mut wkv_out = Vec::new();
     let mut outs = Vec::new();
-    for (l, blk) in emb.blocks.iter().take(layers).enumerate() {
-        let (a_in, f_in, w_in) = &state_in[l];
-        let (att, xa, wkv, vf) = b.time_mix(blk, &x, Some(a_in), w_in, Some(&lengths), v_first.as_deref());
+    for (l, (a_in, f_in, w_in)) in state_in.iter().enumerate() {
+        let p = block_prefix(Part::Embedder, l);
+        let (att, xa, wkv, vf) = b.time_mix(&p, &x, Some(a_in), w_in, Some(&lengths), v_first.as_deref())?;
         v_first = Some(vf);
         x = b.op("Add", &[&x, &att]);
-        let (ffn, xb) = b.channel_mix(blk, &x, Some(f_in));
+        let (ffn, xb) = b.channel_mix(&p, &x, Some(f_in))?;
         x = b.op("Add", &[&x, &ffn]);
         let a_out = b.last_rows(&xa, &last_index);
         let f_out = b.last_rows(&xb, &last_index);
@@ -302,55 +384,60 @@ pub fn build(emb: &EmbedderWeights, reranker: Option<&RerankerWeights>, layers: 
         wkv_out.push(wkv);
     }
 
-    let tail_out = match (tail, reranker) {
-        (Tail::Embedding, _) => {
+    let tail_out = match tail {
+        Tail::Embedding => {
             let last = b.last_rows(&x, &last_index);
-            let hid = b.layer_norm(&last, &emb.ln_out, 1e-5);
-            let head = &emb.retr_head;
-            let t = b.matmul(&hid, &head.fc1, c, c);
+            let hid = b.layer_norm(&last, "ln_out", 1e-5)?;
+            let t = b.matmul(&hid, "retr.fc1")?;
             let t = b.op("Relu", &[&t]);
-            let t = b.matmul(&t, &head.fc2, c, c);
+            let t = b.matmul(&t, "retr.fc2")?;
             let t = b.op("Add", &[&t, &hid]);
-            Some(("embedding", b.layer_norm(&t, &head.norm, 1e-5)))
+            b.layer_norm(&t, "retr.norm", 1e-5)?
         }
-        (Tail::Rerank, Some(rr)) => {
+        Tail::Rerank => {
+            let layer_idx = meta
+                .reranker_layers
+                .clone()
+                .ok_or_else(|| ModelError::PreparedWeights("the prepared model has no reranker".into()))?;
             // The learned token, identical for every row: broadcast it to [N, 1, C].
-            let tok = b.g.weight("rerank_token", &[1, 1, c], &rr.token);
+            let tok = b.w("rr.token")?;
             let n = b.op("Shape", &[&lengths]);
             let one_c = b.g.ints("one_c", &[1, c as i64]);
             let shape = b.g.node("Concat", &[&n, &one_c], &[("axis", Attr::Int(0))]);
             let mut y = b.op("Expand", &[&tok, &shape]);
             let mut vf: Option<String> = None;
-            for (i, blk) in rr.blocks.iter().enumerate() {
-                let state = &wkv_out[rr.layer_idx[i]];
-                let (att, _, _, v) = b.time_mix(blk, &y, None, state, None, vf.as_deref());
+            for (i, &layer) in layer_idx.iter().enumerate() {
+                let state = wkv_out.get(layer).cloned().ok_or_else(|| {
+                    ModelError::Mismatch(format!("the reranker reads layer {layer} but the graph has {layers} layers"))
+                })?;
+                let p = block_prefix(Part::Reranker, i);
+                let (att, _, _, v) = b.time_mix(&p, &y, None, &state, None, vf.as_deref())?;
                 vf = Some(v);
                 y = b.op("Add", &[&y, &att]);
-                let (ffn, _) = b.channel_mix(blk, &y, None);
+                let (ffn, _) = b.channel_mix(&p, &y, None)?;
                 y = b.op("Add", &[&y, &ffn]);
             }
-            let y = b.layer_norm(&y, &rr.ln_out, 1e-5);
-            let (w0, b0, w2) = &rr.head;
-            let t = b.matmul(&y, w0, c, c);
-            let bias = b.vecw(b0);
+            let y = b.layer_norm(&y, "rr.ln_out", 1e-5)?;
+            let t = b.matmul(&y, "rr.head.w0")?;
+            let bias = b.w("rr.head.b0")?;
             let t = b.op("Add", &[&t, &bias]);
             let t = b.op("Tanh", &[&t]);
-            let t = b.matmul(&t, w2, c, 1);
+            let t = b.matmul(&t, "rr.head.w2")?;
             let flat = b.g.ints("flat", &[-1]);
-            Some(("logits", b.op("Reshape", &[&t, &flat])))
+            b.op("Reshape", &[&t, &flat])
         }
-        (Tail::Rerank, None) => None,
     };
+    let mut externals: Vec<String> = b.declared.into_iter().collect();
+    externals.sort();
 
     for (l, (a, f, w)) in outs.iter().enumerate() {
-        g.output(a, &format!("att_shift_out_{l}"), ElemType::F32, &row);
-        g.output(f, &format!("ffn_shift_out_{l}"), ElemType::F32, &row);
-        g.output(w, &format!("wkv_out_{l}"), ElemType::F32, &st);
+        g.output(a, &io::att_shift_out(l), ElemType::F32, &row);
+        g.output(f, &io::ffn_shift_out(l), ElemType::F32, &row);
+        g.output(w, &io::wkv_out(l), ElemType::F32, &st);
     }
-    match tail_out {
-        Some(("embedding", e)) => g.output(&e, "embedding", ElemType::F32, &row),
-        Some((_, lg)) => g.output(&lg, "logits", ElemType::F32, &[Dim::Named("batch")]),
-        None => {}
+    match tail {
+        Tail::Embedding => g.output(&tail_out, io::EMBEDDING, ElemType::F32, &row),
+        Tail::Rerank => g.output(&tail_out, io::LOGITS, ElemType::F32, &[Dim::Named("batch")]),
     }
-    g.into_model(17, &[DOMAIN])
+    Ok(GraphBytes { bytes: g.into_model(17, &[DOMAIN, MS_DOMAIN]), externals })
 }

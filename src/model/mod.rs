@@ -7,10 +7,13 @@ pub mod gemm;
 pub mod graph;
 pub mod onnx;
 pub mod ort_env;
+pub mod prepared;
+pub mod quant;
 pub mod runtime;
 pub mod weights;
 pub mod wkv;
 
+pub use prepared::{Precision, PreparedModel};
 pub use runtime::{Device, ModelState, Runtime, RuntimeOptions};
 pub use weights::{EmbedderConfig, EmbedderWeights, RerankerWeights};
 
@@ -64,6 +67,9 @@ pub enum ModelError {
     /// Embedding input must end with exactly one EOS token.
     #[error("an embedded sequence must end with the EOS token (65535) and contain no other EOS")]
     EosPlacement,
+    /// Prepared weights are malformed (a damaged or stale cache file is rebuilt, not used).
+    #[error("prepared weights: {0}")]
+    PreparedWeights(String),
     /// A state does not have the layers/width this model needs.
     #[error("state holds {found:?} (layers, width), the model needs {expected:?}")]
     StateShape {

@@ -10,6 +10,8 @@
 pub enum ElemType {
     /// 32-bit float.
     F32 = 1,
+    /// Unsigned byte (block-quantized weights).
+    U8 = 2,
     /// 64-bit signed integer.
     I64 = 7,
 }
@@ -33,6 +35,10 @@ pub enum Attr {
     /// `AttributeProto.ints`.
     Ints(Vec<i64>),
 }
+
+/// The file name external initializers claim to live in. It is never read: every external
+/// initializer is handed to ONNX Runtime from memory before the graph is loaded.
+pub const EXTERNAL_LOCATION: &str = "rwkvdb-prepared-weights";
 
 /// Low-level protobuf encoding into a byte vector.
 #[derive(Default)]
@@ -150,6 +156,29 @@ impl Graph {
         name
     }
 
+    /// Declares an initializer whose data lives outside the protobuf, under `name`. The runtime
+    /// supplies the tensor at session creation (ONNX Runtime's `AddExternalInitializers`), so a
+    /// graph stays a few hundred kilobytes whatever the model size.
+    pub fn external(&mut self, name: &str, elem: ElemType, dims: &[usize], byte_len: usize) -> String {
+        let mut t = Pb::default();
+        for &d in dims {
+            t.int(1, d as i64);
+        }
+        t.int(2, elem as i64);
+        t.bytes(8, name.as_bytes());
+        for (key, value) in
+            [("location", EXTERNAL_LOCATION.to_string()), ("offset", "0".into()), ("length", byte_len.to_string())]
+        {
+            let mut entry = Pb::default();
+            entry.bytes(1, key.as_bytes());
+            entry.bytes(2, value.as_bytes());
+            t.msg(13, entry);
+        }
+        t.int(14, 1); // data_location = EXTERNAL
+        self.initializers.push(t);
+        name.to_string()
+    }
+
     /// Adds an `i64` initializer and returns its name.
     pub fn ints(&mut self, hint: &str, data: &[i64]) -> String {
         let name = self.fresh(hint);
@@ -175,6 +204,13 @@ impl Graph {
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
         let out = self.fresh(&op.to_lowercase());
         self.node_named(op, inputs, attrs, &out, "");
+        out
+    }
+
+    /// Adds a node with one output in `domain` (empty for the standard one) and returns the output.
+    pub fn node_in(&mut self, domain: &str, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.node_named(op, inputs, attrs, &out, domain);
         out
     }
 

@@ -19,7 +19,8 @@ use ort::session::Session;
 use ort::value::Tensor;
 use parking_lot::{Condvar, Mutex};
 
-use super::graph::{self, Tail};
+use super::graph::{self, io, GraphBytes, Tail};
+use super::prepared::{Precision, PreparedModel};
 use super::weights::{EmbedderConfig, EmbedderWeights, RerankerWeights, HEAD_SIZE};
 use super::wkv::{Wkv7Op, DOMAIN};
 use super::{ort_env, ModelError};
@@ -126,8 +127,6 @@ enum TailValue {
 /// A loaded embedder (and optionally its reranker) ready to run.
 pub struct Runtime {
     config: EmbedderConfig,
-    /// Token embedding table with `ln0` applied, `[vocab, C]`.
-    emb_table: Vec<f32>,
     embed: SessionPool,
     score: Option<SessionPool>,
     /// Embedder layers the score graph runs (`max(selected) + 1`).
@@ -135,6 +134,8 @@ pub struct Runtime {
     reranker_layers: Vec<usize>,
     chunk_tokens: usize,
     max_rows: usize,
+    /// The weights every session reads (declared last: dropped after the sessions).
+    prepared: Arc<PreparedModel>,
 }
 
 fn ort_err(context: &str) -> impl Fn(ort::Error) -> ModelError + '_ {
@@ -142,56 +143,55 @@ fn ort_err(context: &str) -> impl Fn(ort::Error) -> ModelError + '_ {
 }
 
 impl Runtime {
-    /// Builds the graphs for `embedder` (and `reranker`) and commits their sessions.
+    /// Builds the graphs for `embedder` (and `reranker`) with exact f32 weights prepared in
+    /// memory, and commits their sessions. Collections load models through the weight cache
+    /// instead ([`super::weight_cache`]).
     pub fn new(
         embedder: EmbedderWeights,
         reranker: Option<RerankerWeights>,
         opts: &RuntimeOptions,
     ) -> Result<Self, ModelError> {
+        check_pair(&embedder, reranker.as_ref())?;
+        let prepared = PreparedModel::build(&embedder, reranker.as_ref(), Precision::F32, "")?;
+        drop((embedder, reranker));
+        Self::from_prepared(Arc::new(prepared), opts)
+    }
+
+    /// Builds the graphs over prepared weights and commits their sessions. Both sessions read
+    /// the weights in place: ONNX Runtime gets them as external initializers.
+    pub fn from_prepared(prepared: Arc<PreparedModel>, opts: &RuntimeOptions) -> Result<Self, ModelError> {
         let (_, env) = ort_env::ensure_loaded(opts.ort_library.as_deref())?;
-        let cfg = embedder.config.clone();
-        if let Some(rr) = &reranker {
-            if rr.width != cfg.width {
-                return Err(ModelError::Mismatch(format!(
-                    "reranker width {} differs from embedder width {}",
-                    rr.width, cfg.width
-                )));
-            }
-            if rr.max_layer() >= cfg.layers {
-                return Err(ModelError::Mismatch(format!(
-                    "reranker reads embedder layer {} but the embedder has {} layers",
-                    rr.max_layer(),
-                    cfg.layers
-                )));
-            }
-        }
+        let meta = prepared.meta();
+        let cfg = meta.config.clone();
         let sessions = opts.sessions.max(1);
-        let embed_bytes = graph::build(&embedder, None, cfg.layers, Tail::Embedding);
-        let embed = Self::pool(&env, &embed_bytes, opts, sessions)?;
-        drop(embed_bytes);
-        let (score, score_layers, reranker_layers) = match &reranker {
-            Some(rr) => {
-                let layers = rr.max_layer() + 1;
-                let bytes = graph::build(&embedder, Some(rr), layers, Tail::Rerank);
-                (Some(Self::pool(&env, &bytes, opts, sessions)?), layers, rr.layer_idx.clone())
+        let embed_graph = graph::build(&prepared, cfg.layers, Tail::Embedding)?;
+        let embed = Self::pool(&env, &embed_graph, &prepared, opts, sessions)?;
+        let (score, score_layers, reranker_layers) = match &meta.reranker_layers {
+            Some(idx) => {
+                let layers = idx.iter().copied().max().unwrap_or(0) + 1;
+                let g = graph::build(&prepared, layers, Tail::Rerank)?;
+                (Some(Self::pool(&env, &g, &prepared, opts, sessions)?), layers, idx.clone())
             }
             None => (None, 0, Vec::new()),
         };
+        // Checked once here so the hot path can index the table without a Result.
+        prepared.f32s("emb")?;
         Ok(Self {
             config: cfg,
-            emb_table: embedder.emb,
             embed,
             score,
             score_layers,
             reranker_layers,
             chunk_tokens: opts.chunk_tokens.max(1),
             max_rows: opts.max_rows.max(1),
+            prepared,
         })
     }
 
     fn pool(
         env: &ort::environment::Environment,
-        bytes: &[u8],
+        graph: &GraphBytes,
+        prepared: &PreparedModel,
         opts: &RuntimeOptions,
         n: usize,
     ) -> Result<SessionPool, ModelError> {
@@ -199,7 +199,8 @@ impl Runtime {
             if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         // Debug aid: RWKVDB_DUMP_ONNX=<dir> writes the emitted graphs there.
         if let Some(dir) = std::env::var_os("RWKVDB_DUMP_ONNX") {
-            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("graph-{}.onnx", bytes.len())), bytes);
+            let name = format!("graph-{}.onnx", graph.bytes.len());
+            let _ = std::fs::write(std::path::Path::new(&dir).join(name), &graph.bytes);
         }
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
@@ -215,10 +216,22 @@ impl Runtime {
                 .with_operators(ops)
                 .map_err(|e| ModelError::Ort(e.to_string()))?;
             builder = super::device::register(builder, opts.device)?;
-            let session = builder.commit_from_memory(bytes).map_err(ort_err("loading graph"))?;
+            let views = external::add(&mut builder, prepared, &graph.externals)?;
+            let session = builder.commit_from_memory(&graph.bytes).map_err(ort_err("loading graph"))?;
+            drop(views);
             sessions.push(session);
         }
         Ok(SessionPool { idle: Mutex::new(sessions), ready: Condvar::new() })
+    }
+
+    /// The prepared weights this runtime reads.
+    pub fn prepared(&self) -> &PreparedModel {
+        &self.prepared
+    }
+
+    /// Matrix precision of the loaded weights.
+    pub fn precision(&self) -> Precision {
+        self.prepared.meta().precision
     }
 
     /// The embedder's shape.
@@ -265,7 +278,7 @@ impl Runtime {
         }
         let states: Vec<ModelState> =
             seqs.iter().map(|_| ModelState::zeros(self.config.layers, self.config.width)).collect();
-        let (_, tails) = self.run(&self.embed, self.config.layers, "embedding", false, states, seqs)?;
+        let (_, tails) = self.run(&self.embed, self.config.layers, Tail::Embedding, false, states, seqs)?;
         Ok(tails
             .into_iter()
             .map(|t| match t {
@@ -298,7 +311,7 @@ impl Runtime {
                 run_seqs.push(*s);
             }
         }
-        let (done, _) = self.run(pool, self.score_layers, "logits", true, run_states, &run_seqs)?;
+        let (done, _) = self.run(pool, self.score_layers, Tail::Rerank, true, run_states, &run_seqs)?;
         let mut out: Vec<Option<ModelState>> = (0..seqs.len()).map(|_| None).collect();
         for (i, st) in keep {
             out[i] = Some(st);
@@ -335,7 +348,7 @@ impl Runtime {
         self.check_tokens(queries)?;
         let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
         self.check_states(&states, queries.len())?;
-        let (_, tails) = self.run(pool, self.score_layers, "logits", false, states, queries)?;
+        let (_, tails) = self.run(pool, self.score_layers, Tail::Rerank, false, states, queries)?;
         Ok(tails
             .into_iter()
             .map(|t| match t {
@@ -356,7 +369,7 @@ impl Runtime {
         &self,
         pool: &SessionPool,
         layers: usize,
-        tail: &str,
+        tail: Tail,
         keep_states: bool,
         mut states: Vec<ModelState>,
         seqs: &[&[u32]],
@@ -391,6 +404,7 @@ impl Runtime {
         let BatchJob { layers, tail, keep_states, batch } = job;
         let c = self.config.width;
         let wkv_len = c * HEAD_SIZE;
+        let emb_table = self.prepared.f32s("emb")?;
         let mut pos = vec![0usize; batch.len()];
         loop {
             let active: Vec<usize> = (0..batch.len()).filter(|&i| pos[i] < seqs[batch[i]].len()).collect();
@@ -406,7 +420,7 @@ impl Runtime {
                 let s = seqs[batch[i]];
                 let len = (s.len() - pos[i]).min(t);
                 for (step, &tok) in s[pos[i]..pos[i] + len].iter().enumerate() {
-                    let src = &self.emb_table[tok as usize * c..(tok as usize + 1) * c];
+                    let src = &emb_table[tok as usize * c..(tok as usize + 1) * c];
                     x[(row * t + step) * c..(row * t + step + 1) * c].copy_from_slice(src);
                 }
                 lengths.push(len as i64);
@@ -416,13 +430,13 @@ impl Runtime {
             let tensor = |shape: Vec<usize>, data: Vec<f32>| -> Result<ort::session::SessionInputValue, ModelError> {
                 Ok(Tensor::from_array((shape, data)).map_err(ort_err("input tensor"))?.into())
             };
-            inputs.push(("x".into(), tensor(vec![n, t, c], x)?));
+            inputs.push((io::X.into(), tensor(vec![n, t, c], x)?));
             inputs.push((
-                "lengths".into(),
+                io::LENGTHS.into(),
                 Tensor::from_array((vec![n], lengths.clone())).map_err(ort_err("lengths"))?.into(),
             ));
             inputs.push((
-                "last_index".into(),
+                io::LAST_INDEX.into(),
                 Tensor::from_array((vec![n], last_index)).map_err(ort_err("last_index"))?.into(),
             ));
             for l in 0..layers {
@@ -435,9 +449,9 @@ impl Runtime {
                     f.extend_from_slice(&st.ffn_shift[l * c..(l + 1) * c]);
                     w.extend_from_slice(&st.wkv[l * wkv_len..(l + 1) * wkv_len]);
                 }
-                inputs.push((format!("att_shift_{l}"), tensor(vec![n, c], a)?));
-                inputs.push((format!("ffn_shift_{l}"), tensor(vec![n, c], f)?));
-                inputs.push((format!("wkv_{l}"), tensor(vec![n, self.config.heads, HEAD_SIZE, HEAD_SIZE], w)?));
+                inputs.push((io::att_shift(l), tensor(vec![n, c], a)?));
+                inputs.push((io::ffn_shift(l), tensor(vec![n, c], f)?));
+                inputs.push((io::wkv(l), tensor(vec![n, self.config.heads, HEAD_SIZE, HEAD_SIZE], w)?));
             }
             let outputs = session.run(inputs).map_err(ort_err("running graph"))?;
             let get = |name: &str| -> Result<&[f32], ModelError> {
@@ -455,9 +469,9 @@ impl Runtime {
                 if !needed.iter().any(|&n| n) {
                     break;
                 }
-                let a = get(&format!("att_shift_out_{l}"))?;
-                let f = get(&format!("ffn_shift_out_{l}"))?;
-                let w = get(&format!("wkv_out_{l}"))?;
+                let a = get(&io::att_shift_out(l))?;
+                let f = get(&io::ffn_shift_out(l))?;
+                let w = get(&io::wkv_out(l))?;
                 for (row, &i) in active.iter().enumerate().filter(|(row, _)| needed[*row]) {
                     let st = &mut states[batch[i]];
                     st.att_shift[l * c..(l + 1) * c].copy_from_slice(&a[row * c..(row + 1) * c]);
@@ -465,14 +479,14 @@ impl Runtime {
                     st.wkv[l * wkv_len..(l + 1) * wkv_len].copy_from_slice(&w[row * wkv_len..(row + 1) * wkv_len]);
                 }
             }
-            let tail_data = get(tail)?;
+            let tail_data = get(tail.output())?;
             let per_row = tail_data.len() / n;
             for (row, &i) in active.iter().enumerate() {
                 pos[i] += lengths[row] as usize;
                 if pos[i] == seqs[batch[i]].len() {
                     let v = &tail_data[row * per_row..(row + 1) * per_row];
                     tails[batch[i]] =
-                        if tail == "logits" { TailValue::Scalar(v[0]) } else { TailValue::Vector(v.to_vec()) };
+                        if tail == Tail::Rerank { TailValue::Scalar(v[0]) } else { TailValue::Vector(v.to_vec()) };
                 }
             }
         }
@@ -483,13 +497,107 @@ impl Runtime {
 struct BatchJob<'a> {
     /// Embedder layers in the graph.
     layers: usize,
-    /// Name of the tail output.
-    tail: &'a str,
+    /// What the graph computes after the layers.
+    tail: Tail,
     /// Whether the caller needs the final states.
     keep_states: bool,
     /// Indices (into the caller's sequences) of this batch's rows.
     batch: &'a [usize],
 }
 
-/// A runtime shared across threads.
-pub type SharedRuntime = Arc<Runtime>;
+/// Checks that a reranker fits its embedder.
+pub fn check_pair(embedder: &EmbedderWeights, reranker: Option<&RerankerWeights>) -> Result<(), ModelError> {
+    let cfg = &embedder.config;
+    if let Some(rr) = reranker {
+        if rr.width != cfg.width {
+            return Err(ModelError::Mismatch(format!(
+                "reranker width {} differs from embedder width {}",
+                rr.width, cfg.width
+            )));
+        }
+        if rr.max_layer() >= cfg.layers {
+            return Err(ModelError::Mismatch(format!(
+                "reranker reads embedder layer {} but the embedder has {} layers",
+                rr.max_layer(),
+                cfg.layers
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Handing prepared tensors to ONNX Runtime without copying them.
+mod external {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    use ort::session::builder::SessionBuilder;
+    use ort::value::TensorRefMut;
+    use ort::AsPointer;
+
+    use super::super::prepared::{Elem, PreparedModel};
+    use super::ModelError;
+
+    /// A tensor view over prepared memory; dropping it releases only the `OrtValue` wrapper.
+    pub enum View {
+        F32(TensorRefMut<'static, f32>),
+        U8(TensorRefMut<'static, u8>),
+    }
+
+    /// Registers `names` from `prepared` as external initializers of `builder`. The returned
+    /// views must live until the session is committed; the prepared model must outlive the session.
+    pub fn add(
+        builder: &mut SessionBuilder,
+        prepared: &PreparedModel,
+        names: &[String],
+    ) -> Result<Vec<View>, ModelError> {
+        let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
+            .map_err(|e| ModelError::Ort(format!("memory info: {e}")))?;
+        let mut views = Vec::with_capacity(names.len());
+        let mut c_names = Vec::with_capacity(names.len());
+        for name in names {
+            let t = prepared.info(name).ok_or_else(|| ModelError::PreparedWeights(format!("no tensor {name}")))?;
+            let bytes = prepared.tensor_bytes(t);
+            let shape = ort::value::Shape::new(t.dims.iter().map(|&d| d as i64));
+            let ptr = bytes.as_ptr().cast_mut().cast();
+            // SAFETY: `ptr` points at `t.len` bytes of the prepared buffer, which holds exactly
+            // `shape` elements of the declared type, is aligned (64 bytes) and is never written.
+            // The Runtime keeps the buffer alive (its `prepared` field) longer than any session.
+            let view = unsafe {
+                match t.elem {
+                    Elem::F32 => TensorRefMut::<f32>::from_raw(info.clone(), ptr, shape).map(View::F32),
+                    Elem::U8 => TensorRefMut::<u8>::from_raw(info.clone(), ptr, shape).map(View::U8),
+                }
+            }
+            .map_err(|e| ModelError::Ort(format!("tensor {name}: {e}")))?;
+            views.push(view);
+            c_names.push(std::ffi::CString::new(name.as_str()).map_err(|e| ModelError::Ort(e.to_string()))?);
+        }
+        let name_ptrs: Vec<*const std::ffi::c_char> = c_names.iter().map(|c| c.as_ptr()).collect();
+        let value_ptrs: Vec<*const ort::sys::OrtValue> = views
+            .iter()
+            .map(|v| match v {
+                View::F32(t) => t.ptr(),
+                View::U8(t) => t.ptr(),
+            })
+            .collect();
+        // SAFETY: both arrays hold `names.len()` valid pointers for the duration of the call;
+        // ONNX Runtime copies the OrtValue handles into the session options.
+        let status = unsafe {
+            (ort::api().AddExternalInitializers)(
+                builder.ptr_mut(),
+                name_ptrs.as_ptr(),
+                value_ptrs.as_ptr(),
+                names.len(),
+            )
+        };
+        if !status.0.is_null() {
+            // SAFETY: a non-null status is a valid OrtStatus that we own and release once.
+            let msg = unsafe {
+                let m = std::ffi::CStr::from_ptr((ort::api().GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+                (ort::api().ReleaseStatus)(status.0);
+                m
+            };
+            return Err(ModelError::Ort(format!("external initializers: {msg}")));
+        }
+        Ok(views)
+    }
+}

@@ -10,7 +10,7 @@ use crate::checkpoint::{CheckpointError, RawTensor, StateDict};
 pub const HEAD_SIZE: usize = 64;
 
 /// Shape facts of an embedder, inferred from its checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmbedderConfig {
     /// Number of RWKV blocks.
     pub layers: usize,
@@ -27,7 +27,7 @@ pub struct EmbedderConfig {
 }
 
 /// Low-rank projection widths of one time-mix block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoraDims {
     /// Decay (`w1`/`w2`).
     pub w: usize,
