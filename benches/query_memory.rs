@@ -37,7 +37,7 @@ fn main() {
     let texts: Vec<String> =
         (0..16).map(|i| format!("Document {i} describes a topic with some detail, number {}.", i * 37)).collect();
     let tok = Tokenizer::world();
-    let rt = c.runtime().clone();
+    let rt = c.runtime().expect("runtime");
     let e: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode_with_eos(t)).collect();
     let s: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(&offline_document_text(t))).collect();
     let embeddings = rt.embed(&e.iter().map(Vec::as_slice).collect::<Vec<_>>()).expect("embed");

@@ -7,7 +7,7 @@
 //! decode states → one batched resume-and-score → sort.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -16,10 +16,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::codec::{Preset, StateCodec};
+use crate::db::{LoadedModel, ModelRegistry};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::index::{AnnIndex, IndexParams, EXACT_BELOW};
-use crate::model::{offline_document_text, offline_query_text, online_text, ModelState, Runtime, RERANK_INSTRUCTION};
+use crate::model::{
+    offline_document_text, offline_query_text, online_text, ModelShape, ModelState, Precision, Runtime,
+    RERANK_INSTRUCTION,
+};
 use crate::store::{self, CollectionRecord, CollectionTables, DocRecord};
 use crate::tokenizer::Tokenizer;
 
@@ -40,6 +44,10 @@ pub const MAX_CANDIDATES: usize = 10_000;
 /// the 0.1B shape) whatever the number of candidates or the batch size.
 pub const RERANK_CHUNK: usize = 128;
 
+/// Weight precision of new collections: the fastest one within the fidelity bounds measured in
+/// docs/performance.md ("Quantized weights").
+pub const DEFAULT_PRECISION: Precision = Precision::F32;
+
 /// How a collection is configured at creation (stored in the file).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CollectionConfig {
@@ -49,6 +57,9 @@ pub struct CollectionConfig {
     pub reranker: Option<std::path::PathBuf>,
     /// State precision preset name (see [`crate::codec::Preset`]).
     pub state_preset: String,
+    /// Precision of the model's weight matrices (collections made before this setting: f32).
+    #[serde(default)]
+    pub precision: Precision,
     /// HNSW links per node.
     pub hnsw_m: usize,
     /// HNSW candidate list size while building.
@@ -68,6 +79,7 @@ impl CollectionConfig {
             embedder: embedder.into(),
             reranker,
             state_preset: Preset::default().name().to_string(),
+            precision: DEFAULT_PRECISION,
             hnsw_m: 16,
             hnsw_ef_construction: 200,
             hnsw_ef_search: 64,
@@ -229,12 +241,14 @@ pub(crate) struct CollectionInner {
     pub db: Arc<Database>,
     pub record: RwLock<CollectionRecord>,
     pub tables: CollectionTables,
-    pub runtime: Arc<Runtime>,
+    /// The model, loaded on first use (see [`CollectionInner::model`]).
+    model: ModelSlot,
+    /// The model's shape, known without loading it.
+    pub shape: ModelShape,
     pub codec: Option<StateCodec>,
     pub index: RwLock<AnnIndex>,
     /// Metadata of live documents, for filters evaluated inside the ANN search.
     pub metadata: RwLock<HashMap<u64, Arc<Value>>>,
-    prefix: Option<PrefixCache>,
     /// Serialises writers (redb allows one write transaction at a time anyway).
     write_lock: Mutex<()>,
     pub durable: bool,
@@ -242,7 +256,38 @@ pub(crate) struct CollectionInner {
     lazy_commits: std::sync::atomic::AtomicU32,
 }
 
+/// A collection's model: nothing until the first call that needs it.
+struct ModelSlot {
+    registry: Arc<ModelRegistry>,
+    ready: OnceLock<ReadyModel>,
+    init: Mutex<()>,
+}
+
+/// A loaded, fingerprint-checked model and the collection's prefix states.
+pub(crate) struct ReadyModel {
+    pub runtime: Arc<Runtime>,
+    prefix: Option<PrefixCache>,
+}
+
 impl CollectionInner {
+    /// The collection's model, loaded and checked against the stored fingerprint on first use.
+    /// A failure (files missing, different model) is returned every time until it is fixed.
+    pub(crate) fn model(&self) -> Result<&ReadyModel> {
+        if let Some(m) = self.model.ready.get() {
+            return Ok(m);
+        }
+        let _one = self.model.init.lock();
+        if let Some(m) = self.model.ready.get() {
+            return Ok(m);
+        }
+        let record = self.record.read().clone();
+        let loaded = self.model.registry.load_checked(&record)?;
+        let ready = ReadyModel::new(&loaded)?;
+        // Only this thread sets the slot (under `init`), so `set` cannot fail here.
+        let _ = self.model.ready.set(ready);
+        self.model.ready.get().ok_or_else(|| Error::Config("model slot left empty".into()))
+    }
+
     /// A write transaction with the database's durability setting. In non-durable mode every
     /// [`DURABLE_EVERY`]th transaction is durable anyway: that bounds what a crash can lose, and
     /// redb only reuses pages freed since the last durable commit after the next one.
@@ -292,6 +337,15 @@ impl<'t> WriteTables<'t> {
     }
 }
 
+impl ReadyModel {
+    fn new(loaded: &LoadedModel) -> Result<Self> {
+        let runtime = loaded.runtime.clone();
+        let prefix =
+            if runtime.has_reranker() { Some(PrefixCache::build(&runtime, Tokenizer::world())?) } else { None };
+        Ok(Self { runtime, prefix })
+    }
+}
+
 /// A handle to an open collection; cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct Collection {
@@ -318,43 +372,48 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 impl Collection {
+    /// Opens a collection over its stored records. `loaded` is the model when the caller has
+    /// it already (creation, or a record without a stored shape); otherwise it loads on first use.
     pub(crate) fn open(
         db: Arc<Database>,
         record: CollectionRecord,
-        runtime: Arc<Runtime>,
+        registry: Arc<ModelRegistry>,
+        loaded: Option<Arc<LoadedModel>>,
         durable: bool,
     ) -> Result<Self> {
         let tables = CollectionTables::new(record.id);
-        let codec = if runtime.has_reranker() {
+        let ready = loaded.as_deref().map(ReadyModel::new).transpose()?;
+        let shape = match (&record.shape, &ready) {
+            (Some(shape), _) => shape.clone(),
+            (None, Some(m)) => ModelShape::of(&m.runtime),
+            (None, None) => return Err(Error::Config(format!("collection {:?}: model shape unknown", record.name))),
+        };
+        let codec = if shape.has_reranker {
             let preset = Preset::parse(&record.config.state_preset)
                 .ok_or_else(|| Error::Config(format!("unknown state preset {:?}", record.config.state_preset)))?;
-            Some(StateCodec::new(
-                preset.config(),
-                runtime.config().width,
-                runtime.state_layers(),
-                runtime.reranker_layers(),
-            )?)
+            Some(StateCodec::new(preset.config(), shape.width, shape.state_layers, &shape.reranker_layers)?)
         } else {
             None
         };
-        let prefix =
-            if runtime.has_reranker() { Some(PrefixCache::build(&runtime, Tokenizer::world())?) } else { None };
         let params = IndexParams {
             m: record.config.hnsw_m,
             ef_construction: record.config.hnsw_ef_construction,
             ef_search: record.config.hnsw_ef_search,
             ..IndexParams::default()
         };
-        let dim = runtime.config().width;
+        let slot = ModelSlot { registry, ready: OnceLock::new(), init: Mutex::new(()) };
+        if let Some(m) = ready {
+            let _ = slot.ready.set(m);
+        }
         let inner = CollectionInner {
             db,
             record: RwLock::new(record),
             tables,
-            runtime,
+            model: slot,
+            index: RwLock::new(AnnIndex::new(shape.width, params)),
+            shape,
             codec,
-            index: RwLock::new(AnnIndex::new(dim, params)),
             metadata: RwLock::new(HashMap::new()),
-            prefix,
             write_lock: Mutex::new(()),
             durable,
             lazy_commits: std::sync::atomic::AtomicU32::new(0),
@@ -381,9 +440,14 @@ impl Collection {
         self.inner.record.read().fingerprint.clone()
     }
 
-    /// The model runtime serving this collection.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.inner.runtime
+    /// The model runtime serving this collection (loaded now if it was not yet).
+    pub fn runtime(&self) -> Result<Arc<Runtime>> {
+        Ok(self.inner.model()?.runtime.clone())
+    }
+
+    /// Whether the model has been loaded (it loads on the first insert, query or `runtime()`).
+    pub fn model_loaded(&self) -> bool {
+        self.inner.model.ready.get().is_some()
     }
 
     /// Number of stored documents.
@@ -435,12 +499,13 @@ impl Collection {
             }
         }
         let refs: Vec<&[u32]> = embed_tokens.iter().map(Vec::as_slice).collect();
-        let embeddings = inner.runtime.embed(&refs)?;
+        let model = inner.model()?;
+        let embeddings = model.runtime.embed(&refs)?;
         // States are computed and encoded RERANK_CHUNK documents at a time: only the encoded
         // blobs (a few hundred KB each) live for the whole batch.
         let mut encoded: Vec<Option<Vec<u8>>> = vec![None; docs.len()];
-        if let (Some(codec), Some(prefix)) = (&inner.codec, &inner.prefix) {
-            let rt = &inner.runtime;
+        if let (Some(codec), Some(prefix)) = (&inner.codec, &model.prefix) {
+            let rt = &model.runtime;
             for (chunk_no, chunk) in state_tokens.chunks(RERANK_CHUNK).enumerate() {
                 let mut starts = Vec::with_capacity(chunk.len());
                 let mut rests: Vec<&[u32]> = Vec::with_capacity(chunk.len());
@@ -501,7 +566,7 @@ impl Collection {
         }
         let inner = &self.inner;
         batch_ids(docs.iter().map(|d| (Some(d.id.as_str()), d.text.as_str(), d.metadata.as_ref())))?;
-        let dim = inner.runtime.config().width;
+        let dim = inner.shape.width;
         let tok = Tokenizer::world();
         let mut prepared = Vec::with_capacity(docs.len());
         let mut total_tokens = 0;
@@ -653,7 +718,7 @@ impl Collection {
             }
         }
         let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
-        let dim = inner.runtime.config().width;
+        let dim = inner.shape.width;
         let in_background = background && items.len() >= EXACT_BELOW;
         *inner.metadata.write() = metadata;
         if in_background {
@@ -673,7 +738,7 @@ impl Collection {
     /// stops it at the next step.
     fn build_graph_in_background(&self, snapshot: Vec<(u64, Vec<f32>)>, params: IndexParams) {
         let weak = Arc::downgrade(&self.inner);
-        let dim = self.inner.runtime.config().width;
+        let dim = self.inner.shape.width;
         let build = move || {
             let base: HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
             let graph = AnnIndex::new(dim, params);
@@ -734,7 +799,8 @@ impl Collection {
         let tok = Tokenizer::world();
         let t0 = Instant::now();
         let qtokens = tok.encode_with_eos(text);
-        let mut q = inner.runtime.embed(&[&qtokens])?.remove(0);
+        let model = inner.model()?;
+        let mut q = model.runtime.embed(&[&qtokens])?.remove(0);
         normalise(&mut q);
         let t1 = Instant::now();
 
@@ -772,7 +838,7 @@ impl Collection {
 
         let logits: Option<Vec<f32>> = match (opts.rerank, &inner.codec) {
             (Rerank::None, _) => None,
-            _ if !inner.runtime.has_reranker() => return Err(Error::Config("this collection has no reranker".into())),
+            _ if !model.runtime.has_reranker() => return Err(Error::Config("this collection has no reranker".into())),
             _ if rows.is_empty() => Some(Vec::new()),
             (Rerank::Offline, Some(codec)) => {
                 let states_t = r.open_table(inner.tables.states()).map_err(store::StoreError::from)?;
@@ -795,7 +861,7 @@ impl Collection {
                     }
                     load_time += t.elapsed();
                     let queries = vec![q.as_slice(); states.len()];
-                    logits.extend(inner.runtime.resume_and_score(states, &queries)?);
+                    logits.extend(model.runtime.resume_and_score(states, &queries)?);
                 }
                 let mut keep = usable.into_iter();
                 rows.retain(|_| keep.next().unwrap_or(false));
@@ -805,7 +871,7 @@ impl Collection {
                 let seqs: Vec<Vec<u32>> =
                     rows.iter().map(|r| tok.encode_with_eos(&online_text(&r.1.text, text))).collect();
                 let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-                Some(inner.runtime.online_scores(&refs)?)
+                Some(model.runtime.online_scores(&refs)?)
             }
         };
         drop(r);
@@ -923,8 +989,8 @@ impl Collection {
             state_bytes_per_document: per(state_bytes),
             tokens_per_document: per(tokens),
             state_preset: rec.config.state_preset.clone(),
-            state_layers: inner.runtime.state_layers(),
-            reranker_layers: inner.runtime.reranker_layers().to_vec(),
+            state_layers: inner.shape.state_layers,
+            reranker_layers: inner.shape.reranker_layers.clone(),
             hnsw: [rec.config.hnsw_m, rec.config.hnsw_ef_construction, rec.config.hnsw_ef_search],
             index_entries: index.len(),
             index_tombstones: index.tombstones(),

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use redb::{Database as RedbDatabase, ReadableTable};
 
-use crate::checkpoint;
 use crate::collection::{Collection, CollectionConfig};
 use crate::error::{Error, Result};
-use crate::model::{EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions};
+use crate::model::{weight_cache, ModelShape, Precision, Runtime, RuntimeOptions};
 use crate::store::{self, CollectionRecord, CollectionTables};
 
 /// Options for [`Database::open`].
@@ -44,17 +43,71 @@ impl Default for OpenOptions {
     }
 }
 
-fn file_err(p: &Path) -> impl FnOnce(checkpoint::CheckpointError) -> Error + '_ {
-    move |source| Error::ModelFile { path: p.to_path_buf(), source }
-}
-
-/// Embedder and reranker paths identifying a loaded model.
-type ModelKey = (PathBuf, Option<PathBuf>);
+/// Embedder and reranker paths and the precision identifying a loaded model.
+type ModelKey = (PathBuf, Option<PathBuf>, Precision);
 
 /// A loaded model pair and its fingerprint, shared by the collections that use it.
-struct LoadedModel {
-    runtime: Arc<Runtime>,
-    weights_hash: String,
+pub(crate) struct LoadedModel {
+    pub runtime: Arc<Runtime>,
+    pub weights_hash: String,
+}
+
+/// The models of one database handle: loaded on first use, shared by collections.
+pub(crate) struct ModelRegistry {
+    runtime: RuntimeOptions,
+    model_paths: HashMap<PathBuf, PathBuf>,
+    loaded: Mutex<HashMap<ModelKey, Arc<LoadedModel>>>,
+    /// Serialises loads, so two threads needing the same model prepare it once.
+    loading: Mutex<()>,
+}
+
+impl ModelRegistry {
+    fn new(opts: &OpenOptions) -> Self {
+        Self {
+            runtime: opts.runtime.clone(),
+            model_paths: opts.model_paths.clone(),
+            loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(()),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        self.model_paths.get(p).cloned().unwrap_or_else(|| p.to_path_buf())
+    }
+
+    /// The model a configuration names (paths resolved through `model_paths`).
+    pub(crate) fn load(&self, cfg: &CollectionConfig) -> Result<Arc<LoadedModel>> {
+        let embedder = self.resolve(&cfg.embedder);
+        let reranker = cfg.reranker.as_deref().map(|p| self.resolve(p));
+        let key = (embedder, reranker, cfg.precision);
+        if let Some(m) = self.loaded.lock().get(&key) {
+            return Ok(m.clone());
+        }
+        let _one_at_a_time = self.loading.lock();
+        if let Some(m) = self.loaded.lock().get(&key) {
+            return Ok(m.clone());
+        }
+        let (prepared, _) = weight_cache::load(&self.runtime.cache, &key.0, key.1.as_deref(), key.2)?;
+        let weights_hash = prepared.meta().weights_hash.clone();
+        let runtime = Arc::new(Runtime::from_prepared(Arc::new(prepared), &self.runtime)?);
+        let m = Arc::new(LoadedModel { runtime, weights_hash });
+        self.loaded.lock().insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// The model of a stored collection, refused unless its fingerprint is the recorded one.
+    pub(crate) fn load_checked(&self, record: &CollectionRecord) -> Result<Arc<LoadedModel>> {
+        let model = self.load(&record.config)?;
+        let found = crate::fingerprint::collection(&model.weights_hash, &record.config, &model.runtime);
+        if found != record.fingerprint {
+            return Err(Error::ModelMismatch {
+                collection: record.name.clone(),
+                expected: record.fingerprint.clone(),
+                found,
+            });
+        }
+        Ok(model)
+    }
 }
 
 /// An open rwkvdb database file. `Send + Sync`: share it with `Arc`.
@@ -62,7 +115,7 @@ pub struct Database {
     path: PathBuf,
     db: Arc<RedbDatabase>,
     opts: OpenOptions,
-    models: Mutex<HashMap<ModelKey, Arc<LoadedModel>>>,
+    models: Arc<ModelRegistry>,
     open: Mutex<HashMap<String, Collection>>,
 }
 
@@ -71,7 +124,8 @@ impl Database {
     pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let db = store::open_file(&path, opts.create, opts.cache_bytes)?;
-        Ok(Self { path, db: Arc::new(db), opts, models: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) })
+        let models = Arc::new(ModelRegistry::new(&opts));
+        Ok(Self { path, db: Arc::new(db), opts, models, open: Mutex::new(HashMap::new()) })
     }
 
     /// Opens (or initialises) a database over a custom redb storage backend, e.g. one that
@@ -84,38 +138,13 @@ impl Database {
     ) -> Result<Self> {
         let path = label.as_ref().to_path_buf();
         let db = store::open_backend(backend, &path, opts.cache_bytes)?;
-        Ok(Self { path, db: Arc::new(db), opts, models: Mutex::new(HashMap::new()), open: Mutex::new(HashMap::new()) })
+        let models = Arc::new(ModelRegistry::new(&opts));
+        Ok(Self { path, db: Arc::new(db), opts, models, open: Mutex::new(HashMap::new()) })
     }
 
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn resolve(&self, p: &Path) -> PathBuf {
-        self.opts.model_paths.get(p).cloned().unwrap_or_else(|| p.to_path_buf())
-    }
-
-    fn load_model(&self, embedder: &Path, reranker: Option<&Path>) -> Result<Arc<LoadedModel>> {
-        let key = (embedder.to_path_buf(), reranker.map(Path::to_path_buf));
-        if let Some(m) = self.models.lock().get(&key) {
-            return Ok(m.clone());
-        }
-        let e_sd = checkpoint::load(embedder).map_err(file_err(embedder))?;
-        let emb = EmbedderWeights::from_state_dict(&e_sd).map_err(file_err(embedder))?;
-        drop(e_sd);
-        let rr = match reranker {
-            Some(p) => {
-                let sd = checkpoint::load(p).map_err(file_err(p))?;
-                Some(RerankerWeights::from_state_dict(&sd).map_err(file_err(p))?)
-            }
-            None => None,
-        };
-        let weights_hash = crate::fingerprint::weights(&emb, rr.as_ref());
-        let runtime = Arc::new(Runtime::new(emb, rr, &self.opts.runtime)?);
-        let m = Arc::new(LoadedModel { runtime, weights_hash });
-        self.models.lock().insert(key, m.clone());
-        Ok(m)
     }
 
     /// Creates a collection; the model files are loaded and fingerprinted now.
@@ -126,10 +155,8 @@ impl Database {
         if crate::codec::Preset::parse(&config.state_preset).is_none() {
             return Err(Error::Config(format!("unknown state preset {:?}", config.state_preset)));
         }
-        let model = self.load_model(
-            &self.resolve(&config.embedder),
-            config.reranker.as_deref().map(|p| self.resolve(p)).as_deref(),
-        )?;
+        let model = self.models.load(&config)?;
+        let shape = ModelShape::of(&model.runtime);
         let fingerprint = crate::fingerprint::collection(&model.weights_hash, &config, &model.runtime);
         let txn = self.db.begin_write().map_err(store::StoreError::from)?;
         let record = {
@@ -145,7 +172,14 @@ impl Database {
                 .unwrap_or(1);
             meta.insert("next_collection_id", (next_id + 1).to_le_bytes().as_slice())
                 .map_err(store::StoreError::from)?;
-            let record = CollectionRecord { id: next_id, name: name.to_string(), config, fingerprint, next_key: 1 };
+            let record = CollectionRecord {
+                id: next_id,
+                name: name.to_string(),
+                config,
+                fingerprint,
+                next_key: 1,
+                shape: Some(shape),
+            };
             cols.insert(name, store::collection_bytes(&record).as_slice()).map_err(store::StoreError::from)?;
             let t = CollectionTables::new(next_id);
             txn.open_table(t.docs()).map_err(store::StoreError::from)?;
@@ -154,29 +188,22 @@ impl Database {
             record
         };
         txn.commit().map_err(store::StoreError::from)?;
-        let c = Collection::open(self.db.clone(), record, model.runtime.clone(), self.opts.durable)?;
+        let c = Collection::open(self.db.clone(), record, self.models.clone(), Some(model), self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
     }
 
-    /// Opens an existing collection, checking its model fingerprint.
+    /// Opens an existing collection. Its model is loaded (and its fingerprint checked) on the
+    /// first call that needs it: insert, query, embed. Reading, deleting, `stats` and `check`
+    /// never load it, so they work when the model files are absent.
     pub fn collection(&self, name: &str) -> Result<Collection> {
         if let Some(c) = self.open.lock().get(name) {
             return Ok(c.clone());
         }
         let record = store::get_collection(&self.db, name)?.ok_or_else(|| Error::NoSuchCollection(name.to_string()))?;
-        let cfg = &record.config;
-        let model =
-            self.load_model(&self.resolve(&cfg.embedder), cfg.reranker.as_deref().map(|p| self.resolve(p)).as_deref())?;
-        let found = crate::fingerprint::collection(&model.weights_hash, cfg, &model.runtime);
-        if found != record.fingerprint {
-            return Err(Error::ModelMismatch {
-                collection: name.to_string(),
-                expected: record.fingerprint.clone(),
-                found,
-            });
-        }
-        let c = Collection::open(self.db.clone(), record, model.runtime.clone(), self.opts.durable)?;
+        // Collections from before the shape was recorded need the model to open.
+        let model = if record.shape.is_none() { Some(self.models.load_checked(&record)?) } else { None };
+        let c = Collection::open(self.db.clone(), record, self.models.clone(), model, self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
     }

@@ -72,6 +72,11 @@ pub fn collection(weights_hash: &str, cfg: &CollectionConfig, rt: &Runtime) -> S
     h.update(RERANK_INSTRUCTION.as_bytes());
     h.update(format!("layers:{:?}/{}", rt.reranker_layers(), rt.state_layers()).as_bytes());
     h.update(format!("preset:{}", cfg.state_preset).as_bytes());
+    // Weight precision changes every embedding and state; f32 adds nothing, so collections made
+    // before precisions existed keep their fingerprints.
+    if cfg.precision != crate::model::Precision::F32 {
+        h.update(format!("precision:{}", cfg.precision).as_bytes());
+    }
     // The state blob format (not the file layout: upgrading the file keeps collections valid).
     h.update(format!("format:{}", crate::codec::FORMAT_VERSION).as_bytes());
     format!("{:032x}", h.digest128())

@@ -99,6 +99,10 @@ pub struct CollectionRecord {
     pub fingerprint: String,
     /// Next document key to assign.
     pub next_key: u64,
+    /// The model's shape, so the collection opens without loading the model (absent in
+    /// collections created before it was recorded: those load the model when opened).
+    #[serde(default)]
+    pub shape: Option<crate::model::ModelShape>,
 }
 
 /// Table names of one collection.

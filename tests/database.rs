@@ -205,8 +205,14 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
     )
     .unwrap();
     let db = f.open();
-    assert!(matches!(db.collection("docs"), Err(Error::ModelMismatch { .. })));
-    drop(db);
+    // The collection opens without its model; the first call that needs the model refuses it.
+    let c = db.collection("docs").unwrap();
+    assert!(!c.model_loaded());
+    assert!(matches!(c.query("anything", &QueryOptions::default()), Err(Error::ModelMismatch { .. })));
+    let e = c.insert(vec![doc("x", "some text", json!(null))]).unwrap_err();
+    assert!(matches!(e, Error::ModelMismatch { .. }), "{e}");
+    assert_eq!(c.count().unwrap(), 0);
+    drop((c, db));
 
     let junk = f.dir.path().join("junk.redb");
     std::fs::write(&junk, b"this is not a database at all, just some bytes").unwrap();
@@ -404,7 +410,7 @@ fn precomputed_documents_query_like_embedded_ones() {
     embedded.insert(docs.clone()).unwrap();
 
     // Compute embeddings and full offline states outside the collection (no prefix cache).
-    let rt = pre.runtime().clone();
+    let rt = pre.runtime().unwrap();
     let tok = rwkvdb::tokenizer::Tokenizer::world();
     let emb_tokens: Vec<Vec<u32>> = docs.iter().map(|d| tok.encode_with_eos(&d.text)).collect();
     let state_tokens: Vec<Vec<u32>> =
@@ -611,4 +617,33 @@ fn a_large_collection_opens_at_once_and_gets_its_graph_in_the_background() {
     let after = c.query("generated", &QueryOptions { ef: Some(2000), ..q.clone() }).unwrap();
     let ids = |r: &rwkvdb::QueryResult| r.hits.iter().map(|h| h.id.clone()).filter(|id| id != "g3").collect::<Vec<_>>();
     assert_eq!(ids(&after)[..4], ids(&before)[..4]);
+}
+
+#[test]
+fn reading_and_maintenance_work_without_the_model_files() {
+    let f = fixture();
+    {
+        let db = f.open();
+        let c = db.create_collection("docs", f.config()).unwrap();
+        c.insert(vec![
+            doc("a", "water boils at sea level", json!({"t": 1})),
+            doc("b", "cats sleep a lot", json!(null)),
+        ])
+        .unwrap();
+    }
+    std::fs::remove_file(&f.emb).unwrap();
+    std::fs::remove_file(&f.rr).unwrap();
+    let db = f.open();
+    let c = db.collection("docs").unwrap();
+    assert_eq!(c.get("a").unwrap().unwrap().text, "water boils at sea level");
+    assert_eq!(c.stats().unwrap().documents, 2);
+    let report = c.check().unwrap();
+    assert_eq!((report.documents, report.problems.len()), (2, 0), "{:?}", report.problems);
+    c.delete(&["b"]).unwrap();
+    assert_eq!(c.count().unwrap(), 1);
+    assert!(!c.model_loaded(), "none of these calls needs the model");
+    // A query does need it: a clear error that names the missing file, and nothing changes.
+    let e = c.query("water", &QueryOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("emb.pth"), "{e}");
+    assert_eq!(c.count().unwrap(), 1);
 }

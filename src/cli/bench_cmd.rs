@@ -148,7 +148,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     );
 
     // 2. A pool of real embeddings and offline states to build large collections from.
-    let rt = c.runtime().clone();
+    let rt = c.runtime()?;
     let pool_texts: Vec<String> =
         (0..if a.quick { 20 } else { 64 }).map(|i| window(1000 + i, plan.doc_tokens)).collect();
     let seqs: Vec<Vec<u32>> = pool_texts.iter().map(|t| tok.encode_with_eos(t)).collect();

@@ -66,6 +66,11 @@ pub struct CreateArgs {
     /// State precision preset: exact, balanced (default), compact, tiny.
     #[arg(long, default_value = "balanced")]
     preset: String,
+    /// Weight precision of the model: f32 (exact), int8 or int4 (quantized, faster or smaller;
+    /// fidelity in docs/performance.md). Default: rwkvdb's default precision (see `--help` of
+    /// `model bench`).
+    #[arg(long, value_enum)]
+    precision: Option<super::model_cmd::PrecisionArg>,
     /// Maximum tokens per document.
     #[arg(long, default_value_t = 8192)]
     max_doc_tokens: usize,
@@ -132,6 +137,9 @@ pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
         CollectionCommand::Create(a) => {
             let mut cfg = CollectionConfig::new(a.embedder, a.reranker);
             cfg.state_preset = a.preset;
+            if let Some(p) = a.precision {
+                cfg.precision = p.into();
+            }
             cfg.max_doc_tokens = a.max_doc_tokens;
             cfg.truncate = a.truncate;
             let c = database.create_collection(&a.name, cfg)?;
@@ -145,11 +153,12 @@ pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
                 for c in list {
                     let rr = c.config.reranker.as_ref().map_or("-".to_string(), |p| p.display().to_string());
                     println!(
-                        "{}\tembedder={}\treranker={}\tpreset={}",
+                        "{}\tembedder={}\treranker={}\tpreset={}\tprecision={}",
                         c.name,
                         c.config.embedder.display(),
                         rr,
-                        c.config.state_preset
+                        c.config.state_preset,
+                        c.config.precision
                     );
                 }
             }

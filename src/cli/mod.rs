@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod db_cmd;
 mod demo;
+mod model_bench;
 mod model_cmd;
 
 use std::process::ExitCode;

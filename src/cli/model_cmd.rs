@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::CliResult;
 use rwkvdb::checkpoint::{self, synth::SynthConfig, StoredDType};
-use rwkvdb::model::{eval, Device, EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions};
+use rwkvdb::model::{eval, weight_cache, Device, EmbedderWeights, Precision, RerankerWeights, Runtime, RuntimeOptions};
 use rwkvdb::tokenizer::Tokenizer;
 
 #[derive(Subcommand)]
@@ -17,6 +17,17 @@ pub enum ModelCommand {
     Info(InfoArgs),
     /// Embed and score a JSON input the way the official package does; write JSON.
     Eval(EvalArgs),
+    /// Measure one model in this process: time to first embedding, peak memory, throughput.
+    Bench(super::model_bench::BenchArgs),
+    /// Show (or clear) the prepared-weights cache: where it is, its files and their sizes.
+    Cache(CacheArgs),
+}
+
+#[derive(Args)]
+pub struct CacheArgs {
+    /// Delete every cache file (always safe: they are rebuilt when needed).
+    #[arg(long)]
+    clear: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +91,31 @@ pub struct EvalArgs {
     /// Run on CUDA device N instead of the CPU (needs the `cuda` build feature).
     #[arg(long)]
     cuda: Option<i32>,
+    /// Weight precision: f32 is exact (the official package's numbers); int8 and int4 are
+    /// block-quantized and faster (fidelity in docs/performance.md).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+}
+
+/// Weight precision on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    /// Exact f32 weights.
+    F32,
+    /// 8-bit block-quantized matrices.
+    Int8,
+    /// 4-bit block-quantized matrices.
+    Int4,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Int8 => Precision::Int8,
+            PrecisionArg::Int4 => Precision::Int4,
+        }
+    }
 }
 
 pub fn run(cmd: ModelCommand) -> CliResult {
@@ -87,6 +123,8 @@ pub fn run(cmd: ModelCommand) -> CliResult {
         ModelCommand::Synth(a) => synth(a),
         ModelCommand::Info(a) => info(a),
         ModelCommand::Eval(a) => eval_cmd(a),
+        ModelCommand::Bench(a) => super::model_bench::run(a),
+        ModelCommand::Cache(a) => cache_cmd(&a),
     }
 }
 
@@ -163,22 +201,43 @@ fn info(a: InfoArgs) -> CliResult {
     Ok(())
 }
 
+fn cache_cmd(a: &CacheArgs) -> CliResult {
+    let Some(dir) = weight_cache::CacheDir::Default.resolve() else {
+        println!("no cache directory (RWKVDB_CACHE_DIR is empty or off, and HOME is unset)");
+        return Ok(());
+    };
+    let entries = weight_cache::entries(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!(
+        "{} ({} files, {:.1} MB)",
+        dir.display(),
+        entries.len(),
+        entries.iter().map(|e| e.bytes as f64).sum::<f64>() / 1e6
+    );
+    for e in &entries {
+        if a.clear {
+            std::fs::remove_file(&e.path).map_err(|err| format!("{}: {err}", e.path.display()))?;
+            println!("removed {}", e.path.display());
+        } else {
+            println!("{:>10.1} MB  {}", e.bytes as f64 / 1e6, e.path.display());
+        }
+    }
+    Ok(())
+}
+
 fn eval_cmd(a: EvalArgs) -> CliResult {
     let input_text = std::fs::read_to_string(&a.input).map_err(|e| format!("{}: {e}", a.input.display()))?;
     let input: eval::EvalInput =
         serde_json::from_str(&input_text).map_err(|e| format!("{}: invalid eval input: {e}", a.input.display()))?;
-    let embedder = EmbedderWeights::from_state_dict(&checkpoint::load(&a.embedder)?)?;
-    let reranker = match &a.reranker {
-        Some(p) => Some(RerankerWeights::from_state_dict(&checkpoint::load(p)?)?),
-        None if !input.pairs.is_empty() => return Err("the input has pairs: pass --reranker".into()),
-        None => None,
-    };
     let opts = RuntimeOptions {
         ort_library: a.ort_lib,
         device: a.cuda.map_or(Device::Cpu, Device::Cuda),
         ..RuntimeOptions::default()
     };
-    let rt = Runtime::new(embedder, reranker, &opts)?;
+    let (prepared, _) = weight_cache::load(&opts.cache, &a.embedder, a.reranker.as_deref(), a.precision.into())?;
+    if a.reranker.is_none() && !input.pairs.is_empty() {
+        return Err("the input has pairs: pass --reranker".into());
+    }
+    let rt = Runtime::from_prepared(std::sync::Arc::new(prepared), &opts)?;
     let out = eval::run(&rt, Tokenizer::world(), &input)?;
     let json = serde_json::to_string(&out)?;
     if a.output.as_os_str() == "-" {

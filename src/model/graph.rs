@@ -73,8 +73,9 @@ impl<'g> Builder<'g> {
             let elem = match t.elem {
                 Elem::F32 => ElemType::F32,
                 Elem::U8 => ElemType::U8,
+                Elem::I8 => ElemType::I8,
             };
-            self.g.external(name, elem, &t.dims, t.len);
+            self.g.external(name, elem, &t.dims, self.pm.absolute_offset(t), t.len);
         }
         Ok(name.to_string())
     }
@@ -90,8 +91,8 @@ impl<'g> Builder<'g> {
         Ok(self.g.node("LayerNormalization", &[x, &w, &b], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))]))
     }
 
-    /// `x @ W` for the prepared matrix `name`: `MatMul` on f32 weights, `MatMulNBits` on
-    /// block-quantized ones.
+    /// `x @ W` for the prepared matrix `name`: `MatMul` on f32 weights, an integer GEMM on int8
+    /// ones ([`Self::int8_matmul`]), `MatMulNBits` on 4-bit blocks.
     fn matmul(&mut self, x: &str, name: &str) -> Result<String, ModelError> {
         if self.pm.info(name).is_some() {
             let w = self.w(name)?;
@@ -105,6 +106,9 @@ impl<'g> Builder<'g> {
             .ok_or_else(|| ModelError::PreparedWeights(format!("no matrix {name}")))?;
         let b = self.w(&packed)?;
         let s = self.w(&format!("{name}.scales"))?;
+        if q.bits == 8 {
+            return Ok(self.int8_matmul(x, &b, &s));
+        }
         let attrs = [
             ("K", Attr::Int(q.k as i64)),
             ("N", Attr::Int(q.n as i64)),
@@ -113,6 +117,29 @@ impl<'g> Builder<'g> {
             ("accuracy_level", Attr::Int(quant::ACCURACY_LEVEL)),
         ];
         Ok(self.g.node_in(MS_DOMAIN, "MatMulNBits", &[x, &b, &s], &attrs))
+    }
+
+    /// `x @ W` with int8 `W` (`b`, per-column scales `s`): each row of `x` is quantized to
+    /// uint8 with its own scale (`max|row| / 127`, zero point 128), multiplied in integers
+    /// (`MatMulInteger`: VNNI / AMX kernels), then rescaled by row and column scales. Per-row
+    /// scales keep a row's result independent of the rows it is batched with.
+    fn int8_matmul(&mut self, x: &str, b: &str, s: &str) -> String {
+        let ax = self.g.node("Abs", &[x], &[]);
+        let row_max = self.g.node("ReduceMax", &[&ax], &[("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))]);
+        let c127 = self.g.scalar("c127", 127.0);
+        let scale = self.op("Div", &[&row_max, &c127]);
+        let tiny = self.g.scalar("tiny", 1e-30);
+        let scale = self.op("Max", &[&scale, &tiny]);
+        let xs = self.op("Div", &[x, &scale]);
+        let xs = self.op("Round", &[&xs]);
+        let c128 = self.g.scalar("c128", 128.0);
+        let xs = self.op("Add", &[&xs, &c128]);
+        let xq = self.g.node("Cast", &[&xs], &[("to", Attr::Int(ElemType::U8 as i64))]);
+        let zp = self.g.bytes_initializer("zp", ElemType::U8, &[], &[128]);
+        let yi = self.op("MatMulInteger", &[&xq, b, &zp]);
+        let yf = self.g.node("Cast", &[&yi], &[("to", Attr::Int(ElemType::F32 as i64))]);
+        let y = self.op("Mul", &[&yf, s]);
+        self.op("Mul", &[&y, &scale])
     }
 
     /// `x + (prev - x) * mix`, the token-shift interpolation.

@@ -10,12 +10,42 @@ pub mod ort_env;
 pub mod prepared;
 pub mod quant;
 pub mod runtime;
+pub mod weight_cache;
 pub mod weights;
 pub mod wkv;
 
 pub use prepared::{Precision, PreparedModel};
 pub use runtime::{Device, ModelState, Runtime, RuntimeOptions};
 pub use weights::{EmbedderConfig, EmbedderWeights, RerankerWeights};
+
+/// What a collection needs to know of its model without loading it: widths and the layers a
+/// stored state holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelShape {
+    /// Model width `C` (the embedding dimension).
+    pub width: usize,
+    /// Embedder layers.
+    pub layers: usize,
+    /// Embedder layers an offline rerank state holds (`max(selected) + 1`; 0 without reranker).
+    pub state_layers: usize,
+    /// Embedder layers the reranker reads.
+    pub reranker_layers: Vec<usize>,
+    /// Whether a reranker is part of the model.
+    pub has_reranker: bool,
+}
+
+impl ModelShape {
+    /// The shape of a loaded runtime.
+    pub fn of(rt: &Runtime) -> Self {
+        Self {
+            width: rt.config().width,
+            layers: rt.config().layers,
+            state_layers: rt.state_layers(),
+            reranker_layers: rt.reranker_layers().to_vec(),
+            has_reranker: rt.has_reranker(),
+        }
+    }
+}
 
 /// Instruction prefix shared by the online and offline rerank templates.
 pub const RERANK_INSTRUCTION: &str = "Instruct: Given a query, retrieve documents that answer the query\n";

@@ -10,8 +10,10 @@
 pub enum ElemType {
     /// 32-bit float.
     F32 = 1,
-    /// Unsigned byte (block-quantized weights).
+    /// Unsigned byte (4-bit packed weights).
     U8 = 2,
+    /// Signed byte (8-bit weights).
+    I8 = 3,
     /// 64-bit signed integer.
     I64 = 7,
 }
@@ -159,16 +161,18 @@ impl Graph {
     /// Declares an initializer whose data lives outside the protobuf, under `name`. The runtime
     /// supplies the tensor at session creation (ONNX Runtime's `AddExternalInitializers`), so a
     /// graph stays a few hundred kilobytes whatever the model size.
-    pub fn external(&mut self, name: &str, elem: ElemType, dims: &[usize], byte_len: usize) -> String {
+    pub fn external(&mut self, name: &str, elem: ElemType, dims: &[usize], offset: usize, byte_len: usize) -> String {
         let mut t = Pb::default();
         for &d in dims {
             t.int(1, d as i64);
         }
         t.int(2, elem as i64);
         t.bytes(8, name.as_bytes());
-        for (key, value) in
-            [("location", EXTERNAL_LOCATION.to_string()), ("offset", "0".into()), ("length", byte_len.to_string())]
-        {
+        for (key, value) in [
+            ("location", EXTERNAL_LOCATION.to_string()),
+            ("offset", offset.to_string()),
+            ("length", byte_len.to_string()),
+        ] {
             let mut entry = Pb::default();
             entry.bytes(1, key.as_bytes());
             entry.bytes(2, value.as_bytes());
@@ -177,6 +181,20 @@ impl Graph {
         t.int(14, 1); // data_location = EXTERNAL
         self.initializers.push(t);
         name.to_string()
+    }
+
+    /// Adds an initializer of raw little-endian bytes of type `elem` and returns its name.
+    pub fn bytes_initializer(&mut self, hint: &str, elem: ElemType, dims: &[usize], raw: &[u8]) -> String {
+        let name = self.fresh(hint);
+        let mut t = Pb::default();
+        for &d in dims {
+            t.int(1, d as i64);
+        }
+        t.int(2, elem as i64);
+        t.bytes(8, name.as_bytes());
+        t.bytes(9, raw);
+        self.initializers.push(t);
+        name
     }
 
     /// Adds an `i64` initializer and returns its name.

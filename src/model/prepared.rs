@@ -40,7 +40,8 @@ pub enum Precision {
     /// Exact: f32 weights, results match the official package.
     #[default]
     F32,
-    /// 8-bit block-quantized matrices (ONNX Runtime `MatMulNBits`).
+    /// 8-bit matrices, one scale per output channel; activations quantized per row on the fly
+    /// (ONNX Runtime `MatMulInteger`, integer GEMM).
     Int8,
     /// 4-bit block-quantized matrices (ONNX Runtime `MatMulNBits`).
     Int4,
@@ -86,20 +87,24 @@ impl std::fmt::Display for Precision {
 pub enum Elem {
     /// 32-bit float.
     F32,
-    /// Unsigned byte (packed quantized weights).
+    /// Unsigned byte (packed 4-bit weights).
     U8,
+    /// Signed byte (8-bit weights).
+    I8,
 }
 
 impl Elem {
     fn size(self) -> usize {
         match self {
             Elem::F32 => 4,
-            Elem::U8 => 1,
+            Elem::U8 | Elem::I8 => 1,
         }
     }
 }
 
-/// Block quantization of one matrix `[K, N]` (`x @ W`), stored as `MatMulNBits` expects.
+/// Quantization of one matrix `[K, N]` (`x @ W`). 8-bit: `[K, N]` int8 with one scale per
+/// output column (`block == k`), as `DynamicQuantizeMatMul` reads it. 4-bit: blocks of
+/// `block` weights along `K`, packed as `MatMulNBits` reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantInfo {
     /// Input features.
@@ -309,9 +314,10 @@ impl PreparedModel {
         for s in &srcs {
             match (s.matrix, precision.bits()) {
                 (Some((k, n)), Some(bits)) => {
-                    let q = QuantInfo { k, n, bits, block: quant::block_size(bits) };
+                    let q = QuantInfo { k, n, bits, block: quant::block_size(bits, k) };
                     let (packed_dims, scale_len) = quant::packed_shape(&q);
-                    place(format!("{}.q", s.name), Elem::U8, packed_dims, Some(q));
+                    let elem = if bits == 8 { Elem::I8 } else { Elem::U8 };
+                    place(format!("{}.q", s.name), elem, packed_dims, Some(q));
                     place(format!("{}.scales", s.name), Elem::F32, vec![scale_len], None);
                 }
                 _ => place(s.name.clone(), Elem::F32, s.dims.clone(), None),
@@ -449,6 +455,16 @@ impl PreparedModel {
     /// The bytes of a tensor.
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
         &self.bytes()[self.data_start + t.offset..self.data_start + t.offset + t.len]
+    }
+
+    /// Offset of a tensor from the start of the whole buffer.
+    pub fn absolute_offset(&self, t: &TensorInfo) -> usize {
+        self.data_start + t.offset
+    }
+
+    /// The whole buffer (the cache file's bytes).
+    pub fn buffer(&self) -> &[u8] {
+        self.bytes()
     }
 
     /// An f32 tensor's values.

@@ -50,13 +50,23 @@ pub struct RuntimeOptions {
     pub chunk_tokens: usize,
     /// Maximum token rows (`batch x chunk`) per graph run.
     pub max_rows: usize,
-    /// Sessions per graph, for concurrent callers (each holds its own copy of the weights).
+    /// Sessions per graph, for concurrent callers (they share the prepared weights).
     pub sessions: usize,
+    /// Where prepared weights are cached between processes.
+    pub cache: super::weight_cache::CacheDir,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { ort_library: None, device: Device::Cpu, threads: 0, chunk_tokens: 256, max_rows: 4096, sessions: 1 }
+        Self {
+            ort_library: None,
+            device: Device::Cpu,
+            threads: 0,
+            chunk_tokens: 256,
+            max_rows: 4096,
+            sessions: 1,
+            cache: Default::default(),
+        }
     }
 }
 
@@ -165,12 +175,13 @@ impl Runtime {
         let cfg = meta.config.clone();
         let sessions = opts.sessions.max(1);
         let embed_graph = graph::build(&prepared, cfg.layers, Tail::Embedding)?;
-        let embed = Self::pool(&env, &embed_graph, &prepared, opts, sessions)?;
+        let packed = ort::session::builder::PrepackedWeights::new();
+        let embed = Self::pool(&env, &embed_graph, &prepared, opts, sessions, &packed)?;
         let (score, score_layers, reranker_layers) = match &meta.reranker_layers {
             Some(idx) => {
                 let layers = idx.iter().copied().max().unwrap_or(0) + 1;
                 let g = graph::build(&prepared, layers, Tail::Rerank)?;
-                (Some(Self::pool(&env, &g, &prepared, opts, sessions)?), layers, idx.clone())
+                (Some(Self::pool(&env, &g, &prepared, opts, sessions, &packed)?), layers, idx.clone())
             }
             None => (None, 0, Vec::new()),
         };
@@ -194,6 +205,7 @@ impl Runtime {
         prepared: &PreparedModel,
         opts: &RuntimeOptions,
         n: usize,
+        packed: &ort::session::builder::PrepackedWeights,
     ) -> Result<SessionPool, ModelError> {
         let threads =
             if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
@@ -216,9 +228,20 @@ impl Runtime {
                 .with_operators(ops)
                 .map_err(|e| ModelError::Ort(e.to_string()))?;
             builder = super::device::register(builder, opts.device)?;
-            let views = external::add(&mut builder, prepared, &graph.externals)?;
+            // f32 weights are used in place from the prepared buffer (shared by both sessions
+            // and, through the page cache, by every process); prepacking would give each
+            // session its own copy for a few percent of speed (docs/performance.md). The integer
+            // kernels need their packed form: one copy, shared by the sessions.
+            if prepared.meta().precision == Precision::F32 {
+                builder = builder
+                    .with_config_entry("session.disable_prepacking", "1")
+                    .map_err(|e| ModelError::Ort(e.to_string()))?;
+            } else {
+                builder = builder.with_prepacked_weights(packed).map_err(|e| ModelError::Ort(e.to_string()))?;
+            }
+            builder = external::add(builder, prepared)?;
+            builder = external::without_arena(builder)?;
             let session = builder.commit_from_memory(&graph.bytes).map_err(ort_err("loading graph"))?;
-            drop(views);
             sessions.push(session);
         }
         Ok(SessionPool { idle: Mutex::new(sessions), ready: Condvar::new() })
@@ -526,78 +549,63 @@ pub fn check_pair(embedder: &EmbedderWeights, reranker: Option<&RerankerWeights>
     Ok(())
 }
 
-/// Handing prepared tensors to ONNX Runtime without copying them.
+/// Handing the prepared buffer to ONNX Runtime without copying it.
 mod external {
-    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
     use ort::session::builder::SessionBuilder;
-    use ort::value::TensorRefMut;
     use ort::AsPointer;
 
-    use super::super::prepared::{Elem, PreparedModel};
+    use super::super::onnx::EXTERNAL_LOCATION;
+    use super::super::prepared::PreparedModel;
     use super::ModelError;
 
-    /// A tensor view over prepared memory; dropping it releases only the `OrtValue` wrapper.
-    pub enum View {
-        F32(TensorRefMut<'static, f32>),
-        U8(TensorRefMut<'static, u8>),
+    /// Turns ONNX Runtime's CPU memory arena off: with it, every batch shape's activations stay
+    /// reserved for the life of the process (peak RSS grew to several GB over mixed workloads);
+    /// without it large buffers go back to the system after each run.
+    pub fn without_arena(mut builder: SessionBuilder) -> Result<SessionBuilder, ModelError> {
+        // SAFETY: a valid session options pointer owned by `builder`.
+        let status = unsafe { (ort::api().DisableCpuMemArena)(builder.ptr_mut()) };
+        check(status, "disabling the memory arena")?;
+        Ok(builder)
     }
 
-    /// Registers `names` from `prepared` as external initializers of `builder`. The returned
-    /// views must live until the session is committed; the prepared model must outlive the session.
-    pub fn add(
-        builder: &mut SessionBuilder,
-        prepared: &PreparedModel,
-        names: &[String],
-    ) -> Result<Vec<View>, ModelError> {
-        let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
-            .map_err(|e| ModelError::Ort(format!("memory info: {e}")))?;
-        let mut views = Vec::with_capacity(names.len());
-        let mut c_names = Vec::with_capacity(names.len());
-        for name in names {
-            let t = prepared.info(name).ok_or_else(|| ModelError::PreparedWeights(format!("no tensor {name}")))?;
-            let bytes = prepared.tensor_bytes(t);
-            let shape = ort::value::Shape::new(t.dims.iter().map(|&d| d as i64));
-            let ptr = bytes.as_ptr().cast_mut().cast();
-            // SAFETY: `ptr` points at `t.len` bytes of the prepared buffer, which holds exactly
-            // `shape` elements of the declared type, is aligned (64 bytes) and is never written.
-            // The Runtime keeps the buffer alive (its `prepared` field) longer than any session.
-            let view = unsafe {
-                match t.elem {
-                    Elem::F32 => TensorRefMut::<f32>::from_raw(info.clone(), ptr, shape).map(View::F32),
-                    Elem::U8 => TensorRefMut::<u8>::from_raw(info.clone(), ptr, shape).map(View::U8),
-                }
-            }
-            .map_err(|e| ModelError::Ort(format!("tensor {name}: {e}")))?;
-            views.push(view);
-            c_names.push(std::ffi::CString::new(name.as_str()).map_err(|e| ModelError::Ort(e.to_string()))?);
+    fn check(status: ort::sys::OrtStatusPtr, what: &str) -> Result<(), ModelError> {
+        if status.0.is_null() {
+            return Ok(());
         }
-        let name_ptrs: Vec<*const std::ffi::c_char> = c_names.iter().map(|c| c.as_ptr()).collect();
-        let value_ptrs: Vec<*const ort::sys::OrtValue> = views
-            .iter()
-            .map(|v| match v {
-                View::F32(t) => t.ptr(),
-                View::U8(t) => t.ptr(),
-            })
-            .collect();
-        // SAFETY: both arrays hold `names.len()` valid pointers for the duration of the call;
-        // ONNX Runtime copies the OrtValue handles into the session options.
+        // SAFETY: a non-null status is a valid OrtStatus that we own and release once.
+        let msg = unsafe {
+            let m = std::ffi::CStr::from_ptr((ort::api().GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+            (ort::api().ReleaseStatus)(status.0);
+            m
+        };
+        Err(ModelError::Ort(format!("{what}: {msg}")))
+    }
+
+    /// Registers the whole prepared buffer as the in-memory "file" the graphs' external
+    /// initializers point into (by offset), and tells ONNX Runtime to use it in place. The
+    /// prepared model must outlive every session committed from `builder`.
+    pub fn add(builder: SessionBuilder, prepared: &PreparedModel) -> Result<SessionBuilder, ModelError> {
+        let mut builder = builder
+            .with_config_entry("session.use_external_initializer_file_buffers_directly", "1")
+            .map_err(|e| ModelError::Ort(e.to_string()))?;
+        let name = std::ffi::CString::new(EXTERNAL_LOCATION).map_err(|e| ModelError::Ort(e.to_string()))?;
+        let names = [name.as_ptr()];
+        let buf = prepared.buffer();
+        let bufs = [buf.as_ptr().cast::<std::ffi::c_char>().cast_mut()];
+        let lens = [buf.len()];
+        // SAFETY: the arrays hold one valid name and one buffer of `lens[0]` readable bytes for
+        // the duration of the call. ONNX Runtime keeps the pointer (not a copy) and only reads
+        // it; the Runtime owns the prepared model longer than its sessions (field order).
         let status = unsafe {
-            (ort::api().AddExternalInitializers)(
+            (ort::api().AddExternalInitializersFromMemory)(
                 builder.ptr_mut(),
-                name_ptrs.as_ptr(),
-                value_ptrs.as_ptr(),
-                names.len(),
+                names.as_ptr(),
+                bufs.as_ptr(),
+                lens.as_ptr(),
+                1,
             )
         };
-        if !status.0.is_null() {
-            // SAFETY: a non-null status is a valid OrtStatus that we own and release once.
-            let msg = unsafe {
-                let m = std::ffi::CStr::from_ptr((ort::api().GetErrorMessage)(status.0)).to_string_lossy().into_owned();
-                (ort::api().ReleaseStatus)(status.0);
-                m
-            };
-            return Err(ModelError::Ort(format!("external initializers: {msg}")));
-        }
-        Ok(views)
+        check(status, "external initializers")?;
+        Ok(builder)
     }
 }
