@@ -589,6 +589,15 @@ impl Collection {
             total_tokens += tokens;
             let mut embedding = d.embedding;
             normalise(&mut embedding);
+            // An all-zero vector (or one whose squares underflow) has no direction: the index
+            // would refuse it after the commit, and on every later open.
+            let norm = embedding.iter().map(|x| x * x).sum::<f32>();
+            if !(norm > 0.5 && norm.is_finite()) {
+                return Err(Error::InvalidInput(format!(
+                    "document {}: the embedding has no direction (zero length)",
+                    d.id
+                )));
+            }
             let metadata = d.metadata.unwrap_or(Value::Null);
             prepared.push(Prepared {
                 record: DocRecord {

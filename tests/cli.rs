@@ -145,6 +145,31 @@ fn database_session() {
     assert!(s["state_bytes_per_document"].as_f64().unwrap() > 0.0);
     assert!(ok(&rwkvdb(d, &["check"])).contains("0 problem(s)"));
     ok(&rwkvdb(d, &["compact"]));
+
+    // Without the model files, everything that does not run the model still works.
+    std::fs::rename(d.join("emb.pth"), d.join("moved-emb.pth")).unwrap();
+    ok(&rwkvdb(d, &["get", "-c", "notes", "n5"]));
+    assert!(ok(&rwkvdb(d, &["stats", "-c", "notes"])).contains("12"));
+    assert!(ok(&rwkvdb(d, &["check"])).contains("0 problem(s)"));
+    ok(&rwkvdb(d, &["delete", "-c", "notes", "n5"]));
+    ok(&rwkvdb(d, &["compact"]));
+    assert!(err(&rwkvdb(d, &["query", "-c", "notes", "rivers"])).contains("emb.pth"));
+    std::fs::rename(d.join("moved-emb.pth"), d.join("emb.pth")).unwrap();
+
+    // A reader that goes away early (`| head -1`) ends the command quietly with success.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwkvdb"))
+        .current_dir(d)
+        .env("RWKVDB_PATH", d.join("cli.redb"))
+        .args(["query", "-c", "notes", "Note about topic 1", "--top-k", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
     ok(&rwkvdb(d, &["collection", "drop", "notes"]));
     assert!(!ok(&rwkvdb(d, &["collection", "list"])).contains("notes"));
 }

@@ -437,6 +437,13 @@ fn precomputed_documents_query_like_embedded_ones() {
     let mut bad = batch.clone();
     bad[5].state = None;
     assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))));
+    // A zero vector (or one whose squares underflow) has no direction: refused before commit,
+    // so the collection still opens and the batch can be retried.
+    for zero in [0.0f32, 1e-30] {
+        let mut bad = batch.clone();
+        bad[2].embedding.iter_mut().for_each(|x| *x = zero);
+        assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))), "{zero}");
+    }
     assert_eq!(pre.count().unwrap(), 0);
 
     pre.insert_precomputed(batch.clone()).unwrap();

@@ -44,9 +44,9 @@ pub struct BenchArgs {
     /// State preset for collections above 10,000 documents (keeps the file within disk space).
     #[arg(long, default_value = "tiny")]
     large_preset: String,
-    /// Documents embedded for the insert throughput run.
-    #[arg(long, default_value_t = 200)]
-    insert_docs: usize,
+    /// Documents embedded for the insert throughput run (at least 3: two warm the model up).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(3..))]
+    insert_docs: u64,
     /// Timed queries per mode and size (online rerank, the slow path, uses a quarter as many).
     #[arg(long, default_value_t = 20)]
     queries: usize,
@@ -127,7 +127,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     remove_db(&db_path);
     let db = Database::open(&db_path, OpenOptions::default())?;
     let c = db.create_collection("insert", config(Preset::default()))?;
-    let docs: Vec<NewDocument> = (0..a.insert_docs)
+    let docs: Vec<NewDocument> = (0..a.insert_docs as usize)
         .map(|i| NewDocument { id: Some(format!("d{i}")), text: window(i, plan.doc_tokens), metadata: None })
         .collect();
     // Warm-up batch (session creation), not timed.
