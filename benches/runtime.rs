@@ -17,16 +17,6 @@ fn tokens(n: usize, seed: usize) -> Vec<u32> {
     (0..n).map(|j| ((seed * 7919 + j * 104_729) % 65_000) as u32 + 1).collect()
 }
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() {
     let gemm = [1024, 2048].iter().map(|&n| gemm_gflops(n, 3, 0).expect("gemm")).fold(0.0f64, f64::max);
     println!("fp32 GEMM ceiling (ONNX Runtime MatMul, all cores): {gemm:.1} GFLOP/s");
@@ -55,7 +45,7 @@ fn main() {
         rt.embed(&refs).expect("embed");
         let tps = (t * b) as f64 / start.elapsed().as_secs_f64();
         if (t, b) == (512, 32) {
-            peak = peak_rss_mb();
+            peak = rwkvdb::memory::peak_rss_mb();
         }
         let fraction = tps / ceiling_tps;
         println!("{t:>10} {b:>6} {tps:>12.1} {fraction:>10.3}");

@@ -50,6 +50,7 @@ pub mod filter;
 pub mod fingerprint;
 pub mod import;
 pub mod index;
+pub mod memory;
 pub mod migrations;
 pub mod model;
 pub mod store;

@@ -52,16 +52,6 @@ fn with_eos(mut t: Vec<u32>) -> Vec<u32> {
     t
 }
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Tokens per second of embedding `batch` sequences of `len` tokens (one untimed warm-up run
 /// at the same shape first: ONNX Runtime plans memory on the first run of a shape).
 fn embed_rate(rt: &Runtime, batch: usize, len: usize) -> Result<f64, rwkvdb::Error> {
@@ -82,7 +72,7 @@ pub fn run(a: BenchArgs) -> CliResult {
     let rt = Runtime::from_prepared(Arc::new(prepared), &opts)?;
     rt.embed(&[&with_eos(tokens(8, 1))])?;
     let ready_s = start.elapsed().as_secs_f64();
-    let ready_rss_mb = peak_rss_mb();
+    let ready_rss_mb = rwkvdb::memory::peak_rss_mb();
     println!("ready {ready_s:.3}");
     std::io::stdout().flush()?;
     if a.load_only {
@@ -128,7 +118,7 @@ pub fn run(a: BenchArgs) -> CliResult {
         "offline_pairs_per_s": offline,
         "query_p50_ms_100_candidates": query_p50,
         "ready_peak_rss_mb": ready_rss_mb,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": rwkvdb::memory::peak_rss_mb(),
     });
     println!("{out}");
     Ok(())

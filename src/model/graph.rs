@@ -365,12 +365,11 @@ impl Tail {
     }
 }
 
-/// An emitted graph: the ONNX bytes and the prepared tensors they reference.
+/// An emitted graph: the `ModelProto` bytes, its weights referenced by offset into the
+/// prepared buffer (see [`super::onnx::EXTERNAL_LOCATION`]).
 pub struct GraphBytes {
     /// The `ModelProto`.
     pub bytes: Vec<u8>,
-    /// Names of the external initializers, to hand over at session creation.
-    pub externals: Vec<String>,
 }
 
 /// Builds the ONNX model for the first `layers` embedder blocks plus `tail`, referencing the
@@ -454,8 +453,6 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
             b.op("Reshape", &[&t, &flat])
         }
     };
-    let mut externals: Vec<String> = b.declared.into_iter().collect();
-    externals.sort();
 
     for (l, (a, f, w)) in outs.iter().enumerate() {
         g.output(a, &io::att_shift_out(l), ElemType::F32, &row);
@@ -466,5 +463,5 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
         Tail::Embedding => g.output(&tail_out, io::EMBEDDING, ElemType::F32, &row),
         Tail::Rerank => g.output(&tail_out, io::LOGITS, ElemType::F32, &[Dim::Named("batch")]),
     }
-    Ok(GraphBytes { bytes: g.into_model(17, &[DOMAIN, MS_DOMAIN]), externals })
+    Ok(GraphBytes { bytes: g.into_model(17, &[DOMAIN, MS_DOMAIN]) })
 }

@@ -1,0 +1,12 @@
+//! Process memory figures, for benchmarks and reports (Linux `/proc`; 0 elsewhere).
+
+/// Peak resident set size of this process so far (`VmHWM`), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
