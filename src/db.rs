@@ -147,8 +147,13 @@ impl Database {
         &self.path
     }
 
-    /// Creates a collection; the model files are loaded and fingerprinted now.
-    pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Collection> {
+    /// Creates a collection; the model files are loaded and fingerprinted now, and their paths
+    /// recorded as absolute paths.
+    pub fn create_collection(&self, name: &str, mut config: CollectionConfig) -> Result<Collection> {
+        // Model paths are stored absolute, so the collection opens from any working directory.
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        config.embedder = absolute(&config.embedder);
+        config.reranker = config.reranker.as_deref().map(absolute);
         if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
             return Err(Error::InvalidInput(format!("invalid collection name {name:?}")));
         }

@@ -63,3 +63,5 @@ pub use collection::{
 pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};
 pub use filter::Filter;
+/// Metadata values are `serde_json::Value`; the crate is re-exported so callers need no extra dependency.
+pub use serde_json;
