@@ -140,3 +140,20 @@ fn quantized_precisions_stay_within_their_bounds() {
         assert!(worst_cos < 1.0 || worst_sig > 0.0, "{p}: identical to f32");
     }
 }
+
+/// int8 quantizes each activation row with its own scale, so a sequence's embedding does not
+/// depend on what it is batched with (a per-tensor scale would let a loud neighbour coarsen it).
+#[test]
+fn int8_results_do_not_depend_on_batch_companions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (emb, rr) = common::write_small_pair(tmp.path());
+    let (pm, _) = weight_cache::load(&weight_cache::CacheDir::Off, &emb, Some(&rr), Precision::Int8).unwrap();
+    let rt = Runtime::from_prepared(std::sync::Arc::new(pm), &RuntimeOptions::default()).unwrap();
+    let tok = Tokenizer::world();
+    let quiet = tok.encode_with_eos("a short quiet note");
+    let loud = tok.encode_with_eos(&"LOUD!!! ".repeat(6));
+    let alone = rt.embed(&[&quiet]).unwrap().remove(0);
+    let together = rt.embed(&[&loud, &quiet, &loud]).unwrap().remove(1);
+    let diff = common::max_diff(&alone, &together);
+    assert!(diff <= 1e-5, "int8 embedding changed by {diff} with batch companions");
+}

@@ -20,7 +20,7 @@ use super::onnx::{Attr, Dim, ElemType, Graph};
 use super::prepared::{block_prefix, Elem, Part, PreparedModel};
 use super::quant;
 use super::weights::HEAD_SIZE;
-use super::wkv::{DOMAIN, OP_NAME};
+use super::wkv::{DEQUANTIZE_ROWS, DOMAIN, OP_NAME, QUANTIZE_ROWS};
 use super::ModelError;
 
 /// Domain of ONNX Runtime's contrib operators (`MatMulNBits`).
@@ -120,26 +120,16 @@ impl<'g> Builder<'g> {
     }
 
     /// `x @ W` with int8 `W` (`b`, per-column scales `s`): each row of `x` is quantized to
-    /// uint8 with its own scale (`max|row| / 127`, zero point 128), multiplied in integers
-    /// (`MatMulInteger`: VNNI / AMX kernels), then rescaled by row and column scales. Per-row
+    /// uint8 with its own scale (`rwkvdb:QuantizeRows`, zero point 128), multiplied in integers
+    /// (`MatMulInteger`: VNNI / AMX kernels), then rescaled by row and column scales
+    /// (`rwkvdb:DequantizeRows`). Per-row
     /// scales keep a row's result independent of the rows it is batched with.
     fn int8_matmul(&mut self, x: &str, b: &str, s: &str) -> String {
-        let ax = self.g.node("Abs", &[x], &[]);
-        let row_max = self.g.node("ReduceMax", &[&ax], &[("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))]);
-        let c127 = self.g.scalar("c127", 127.0);
-        let scale = self.op("Div", &[&row_max, &c127]);
-        let tiny = self.g.scalar("tiny", 1e-30);
-        let scale = self.op("Max", &[&scale, &tiny]);
-        let xs = self.op("Div", &[x, &scale]);
-        let xs = self.op("Round", &[&xs]);
-        let c128 = self.g.scalar("c128", 128.0);
-        let xs = self.op("Add", &[&xs, &c128]);
-        let xq = self.g.node("Cast", &[&xs], &[("to", Attr::Int(ElemType::U8 as i64))]);
+        let outs = self.g.node_multi(DOMAIN, QUANTIZE_ROWS, &[x], 2);
+        let (xq, row_scale) = (&outs[0], &outs[1]);
         let zp = self.g.bytes_initializer("zp", ElemType::U8, &[], &[128]);
-        let yi = self.op("MatMulInteger", &[&xq, b, &zp]);
-        let yf = self.g.node("Cast", &[&yi], &[("to", Attr::Int(ElemType::F32 as i64))]);
-        let y = self.op("Mul", &[&yf, s]);
-        self.op("Mul", &[&y, &scale])
+        let yi = self.op("MatMulInteger", &[xq, b, &zp]);
+        self.g.node_in(DOMAIN, DEQUANTIZE_ROWS, &[&yi, s, row_scale], &[])
     }
 
     /// `x + (prev - x) * mix`, the token-shift interpolation.

@@ -22,7 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use super::graph::{self, io, GraphBytes, Tail};
 use super::prepared::{Precision, PreparedModel};
 use super::weights::{EmbedderConfig, EmbedderWeights, RerankerWeights, HEAD_SIZE};
-use super::wkv::{Wkv7Op, DOMAIN};
+use super::wkv::{DequantizeRowsOp, QuantizeRowsOp, Wkv7Op, DOMAIN};
 use super::{ort_env, ModelError};
 use crate::tokenizer::EOS_TOKEN;
 
@@ -218,6 +218,8 @@ impl Runtime {
         for _ in 0..n {
             let ops = ort::operator::OperatorDomain::new(DOMAIN)
                 .and_then(|d| d.add(Wkv7Op))
+                .and_then(|d| d.add(QuantizeRowsOp))
+                .and_then(|d| d.add(DequantizeRowsOp))
                 .map_err(ort_err("registering Wkv7"))?;
             let mut builder = Session::builder(env)
                 .map_err(ort_err("session builder"))?
