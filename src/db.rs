@@ -43,6 +43,11 @@ impl Default for OpenOptions {
     }
 }
 
+/// `p` made absolute against the working directory (unchanged if that cannot be read).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// Embedder and reranker paths and the precision identifying a loaded model.
 type ModelKey = (PathBuf, Option<PathBuf>, Precision);
 
@@ -151,7 +156,6 @@ impl Database {
     /// recorded as absolute paths.
     pub fn create_collection(&self, name: &str, mut config: CollectionConfig) -> Result<Collection> {
         // Model paths are stored absolute, so the collection opens from any working directory.
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         config.embedder = absolute(&config.embedder);
         config.reranker = config.reranker.as_deref().map(absolute);
         if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {

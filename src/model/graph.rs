@@ -19,8 +19,9 @@ use std::collections::HashSet;
 use super::onnx::{Attr, Dim, ElemType, Graph};
 use super::prepared::{block_prefix, Elem, Part, PreparedModel};
 use super::quant;
+use super::quant_ops::{DEQUANTIZE_ROWS, QUANTIZE_ROWS};
 use super::weights::HEAD_SIZE;
-use super::wkv::{DEQUANTIZE_ROWS, DOMAIN, OP_NAME, QUANTIZE_ROWS};
+use super::wkv::{DOMAIN, OP_NAME};
 use super::ModelError;
 
 /// Domain of ONNX Runtime's contrib operators (`MatMulNBits`).

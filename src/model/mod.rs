@@ -9,6 +9,7 @@ pub mod onnx;
 pub mod ort_env;
 pub mod prepared;
 pub mod quant;
+pub mod quant_ops;
 pub mod runtime;
 pub mod weight_cache;
 pub mod weights;

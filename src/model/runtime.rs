@@ -21,8 +21,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::graph::{self, io, GraphBytes, Tail};
 use super::prepared::{Precision, PreparedModel};
+use super::quant_ops::{DequantizeRowsOp, QuantizeRowsOp};
 use super::weights::{EmbedderConfig, EmbedderWeights, RerankerWeights, HEAD_SIZE};
-use super::wkv::{DequantizeRowsOp, QuantizeRowsOp, Wkv7Op, DOMAIN};
+use super::wkv::{Wkv7Op, DOMAIN};
 use super::{ort_env, ModelError};
 use crate::tokenizer::EOS_TOKEN;
 
