@@ -97,11 +97,6 @@ impl ModelState {
             wkv: vec![0.0; layers * width * HEAD_SIZE],
         }
     }
-
-    /// WKV floats per layer.
-    pub fn wkv_per_layer(&self) -> usize {
-        self.width * HEAD_SIZE
-    }
 }
 
 /// A pool of identical sessions: `Session::run` needs `&mut`, so callers check one out.
