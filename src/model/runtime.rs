@@ -231,7 +231,7 @@ impl Runtime {
             // f32 weights are used in place from the prepared buffer (shared by both sessions
             // and, through the page cache, by every process); prepacking would give each
             // session its own copy for a few percent of speed (docs/performance.md). The integer
-            // kernels need their packed form: one copy, shared by the sessions.
+            // kernels need their packed form; both sessions get one prepacked-weights container.
             if prepared.meta().precision == Precision::F32 {
                 builder = builder
                     .with_config_entry("session.disable_prepacking", "1")
