@@ -153,8 +153,8 @@ pub struct PreparedMeta {
     pub weights_hash: String,
     /// Every tensor.
     pub tensors: Vec<TensorInfo>,
-    /// Bytes of the whole buffer, trailer included.
-    pub total_len: usize,
+    /// Bytes of the data section (the tensors and their alignment padding).
+    pub data_len: usize,
 }
 
 /// The bytes of a prepared model: built in anonymous memory, or a read-only file map.
@@ -176,7 +176,7 @@ impl std::fmt::Debug for PreparedModel {
         f.debug_struct("PreparedModel")
             .field("precision", &self.meta.precision)
             .field("tensors", &self.meta.tensors.len())
-            .field("bytes", &self.meta.total_len)
+            .field("bytes", &self.bytes().len())
             .field("mapped_file", &matches!(self.backing, Backing::File(_)))
             .finish()
     }
@@ -323,8 +323,7 @@ impl PreparedModel {
                 _ => place(s.name.clone(), Elem::F32, s.dims.clone(), None),
             }
         }
-        let data_len = offset;
-        let mut meta = PreparedMeta {
+        let meta = PreparedMeta {
             format: FORMAT_VERSION,
             source_key: source_key.to_string(),
             precision,
@@ -333,20 +332,12 @@ impl PreparedModel {
             reranker_blocks: rr.map_or(0, |r| r.blocks.len()),
             weights_hash: crate::fingerprint::weights(emb, rr),
             tensors,
-            total_len: 0,
+            data_len: offset,
         };
-        // total_len is inside the JSON, whose length decides the data start: iterate to a fixed point.
-        let mut json = Vec::new();
-        for _ in 0..4 {
-            json = serde_json::to_vec(&meta).map_err(|e| invalid(e.to_string()))?;
-            let total = align(HEADER_FIXED + json.len(), DATA_ALIGN) + data_len + TRAILER;
-            if total == meta.total_len {
-                break;
-            }
-            meta.total_len = total;
-        }
+        let json = serde_json::to_vec(&meta).map_err(|e| invalid(e.to_string()))?;
         let data_start = align(HEADER_FIXED + json.len(), DATA_ALIGN);
-        let mut map = memmap2::MmapMut::map_anon(meta.total_len).map_err(|e| invalid(format!("allocating: {e}")))?;
+        let total_len = data_start + meta.data_len + TRAILER;
+        let mut map = memmap2::MmapMut::map_anon(total_len).map_err(|e| invalid(format!("allocating: {e}")))?;
         map[..8].copy_from_slice(MAGIC);
         map[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         map[16..24].copy_from_slice(&(json.len() as u64).to_le_bytes());
@@ -366,7 +357,7 @@ impl PreparedModel {
                 None => dst.copy_from_slice(bytemuck::cast_slice(s.data)),
             }
         }
-        let body = meta.total_len - TRAILER;
+        let body = total_len - TRAILER;
         let sum = xxhash_rust::xxh3::xxh3_128(&map[..body]);
         map[body..].copy_from_slice(&sum.to_le_bytes());
         let map = map.make_read_only().map_err(|e| invalid(format!("sealing: {e}")))?;
@@ -403,11 +394,12 @@ impl PreparedModel {
         let json =
             map.get(HEADER_FIXED..HEADER_FIXED.saturating_add(json_len)).ok_or_else(|| invalid("truncated header"))?;
         let meta: PreparedMeta = serde_json::from_slice(json).map_err(|e| invalid(format!("header: {e}")))?;
-        if meta.total_len != map.len() {
-            return Err(invalid(format!("{} bytes, the header says {} (truncated?)", map.len(), meta.total_len)));
-        }
         let data_start = align(HEADER_FIXED + json_len, DATA_ALIGN);
-        let data_len = map.len().checked_sub(data_start + TRAILER).ok_or_else(|| invalid("truncated"))?;
+        let want = data_start.checked_add(meta.data_len).and_then(|n| n.checked_add(TRAILER));
+        if want != Some(map.len()) {
+            return Err(invalid(format!("{} bytes, the header says {want:?} (truncated?)", map.len())));
+        }
+        let data_len = meta.data_len;
         for t in &meta.tensors {
             let want = t.dims.iter().try_fold(t.elem.size(), |a, &d| a.checked_mul(d));
             let fits = t.offset.checked_add(t.len).is_some_and(|end| end <= data_len);
