@@ -181,7 +181,7 @@ impl Runtime {
             }
             None => (None, 0, Vec::new()),
         };
-        // Checked once here so the hot path can index the table without a Result.
+        // A missing or misaligned embedding table fails here, at load, not at the first batch.
         prepared.f32s("emb")?;
         Ok(Self {
             config: cfg,
