@@ -48,6 +48,8 @@ pub mod db;
 pub mod error;
 pub mod filter;
 pub mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod index;
 pub mod memory;
