@@ -78,7 +78,7 @@ fn main() {
         "command": "cargo bench --bench query_memory",
         "model": {"layers": 12, "width": 768, "reranker_layers": [1, 6, 10], "preset": "balanced"},
         "decoded_state_mb": 11.0 * (768.0 * 64.0 + 2.0 * 768.0) * 4.0 / (1024.0 * 1024.0),
-        "rerank_chunk": rwkvdb::collection::RERANK_CHUNK,
+        "rerank_chunk": rwkvdb::limits::RERANK_CHUNK,
         "runs": rows,
     });
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench/query_memory.json");

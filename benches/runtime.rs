@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use rwkvdb::checkpoint::synth::{synth_embedder, synth_reranker, SynthConfig};
 use rwkvdb::codec::{Preset, StateCodec};
-use rwkvdb::model::gemm::gemm_gflops;
+use rwkvdb::gemm_probe::gemm_gflops;
 use rwkvdb::model::{EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions};
 use serde_json::json;
 

@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use redb::{Database as RedbDatabase, ReadableTable};
 
-use crate::collection::{Collection, CollectionConfig};
+use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::model::{weight_cache, ModelShape, Precision, Runtime, RuntimeOptions};
-use crate::store::{self, CollectionRecord, CollectionTables};
+use crate::store::{CollectionConfig, CollectionRecord, Store};
 
 /// Options for [`Database::open`].
 #[derive(Debug, Clone)]
@@ -117,8 +116,7 @@ impl ModelRegistry {
 
 /// An open rwkvdb database file. `Send + Sync`: share it with `Arc`.
 pub struct Database {
-    path: PathBuf,
-    db: Arc<RedbDatabase>,
+    store: Arc<Store>,
     opts: OpenOptions,
     models: Arc<ModelRegistry>,
     open: Mutex<HashMap<String, Collection>>,
@@ -127,10 +125,8 @@ pub struct Database {
 impl Database {
     /// Opens (or creates) a database file.
     pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let db = store::open_file(&path, opts.create, opts.cache_bytes)?;
-        let models = Arc::new(ModelRegistry::new(&opts));
-        Ok(Self { path, db: Arc::new(db), opts, models, open: Mutex::new(HashMap::new()) })
+        let store = Store::open(path.as_ref(), opts.create, opts.cache_bytes)?;
+        Ok(Self::with_store(store, opts))
     }
 
     /// Opens (or initialises) a database over a custom redb storage backend, e.g. one that
@@ -141,15 +137,18 @@ impl Database {
         backend: impl redb::StorageBackend,
         opts: OpenOptions,
     ) -> Result<Self> {
-        let path = label.as_ref().to_path_buf();
-        let db = store::open_backend(backend, &path, opts.cache_bytes)?;
+        let store = Store::open_backend(backend, label.as_ref(), opts.cache_bytes)?;
+        Ok(Self::with_store(store, opts))
+    }
+
+    fn with_store(store: Store, opts: OpenOptions) -> Self {
         let models = Arc::new(ModelRegistry::new(&opts));
-        Ok(Self { path, db: Arc::new(db), opts, models, open: Mutex::new(HashMap::new()) })
+        Self { store: Arc::new(store), opts, models, open: Mutex::new(HashMap::new()) }
     }
 
     /// The file path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.store.path()
     }
 
     /// Creates a collection; the model files are loaded and fingerprinted now, and their paths
@@ -167,37 +166,18 @@ impl Database {
         let model = self.models.load(&config)?;
         let shape = ModelShape::of(&model.runtime);
         let fingerprint = crate::fingerprint::collection(&model.weights_hash, &config, &model.runtime);
-        let txn = self.db.begin_write().map_err(store::StoreError::from)?;
-        let record = {
-            let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
-            if cols.get(name).map_err(store::StoreError::from)?.is_some() {
-                return Err(Error::CollectionExists(name.to_string()));
-            }
-            let mut meta = txn.open_table(store::META).map_err(store::StoreError::from)?;
-            let next_id = meta
-                .get("next_collection_id")
-                .map_err(store::StoreError::from)?
-                .and_then(|v| v.value().get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
-                .unwrap_or(1);
-            meta.insert("next_collection_id", (next_id + 1).to_le_bytes().as_slice())
-                .map_err(store::StoreError::from)?;
-            let record = CollectionRecord {
-                id: next_id,
+        let record = self
+            .store
+            .create_collection(name, |id| CollectionRecord {
+                id,
                 name: name.to_string(),
                 config,
                 fingerprint,
                 next_key: 1,
                 shape: Some(shape),
-            };
-            cols.insert(name, store::collection_bytes(&record).as_slice()).map_err(store::StoreError::from)?;
-            let t = CollectionTables::new(next_id);
-            txn.open_table(t.docs()).map_err(store::StoreError::from)?;
-            txn.open_table(t.ids()).map_err(store::StoreError::from)?;
-            txn.open_table(t.states()).map_err(store::StoreError::from)?;
-            record
-        };
-        txn.commit().map_err(store::StoreError::from)?;
-        let c = Collection::open(self.db.clone(), record, self.models.clone(), Some(model), self.opts.durable)?;
+            })?
+            .ok_or_else(|| Error::CollectionExists(name.to_string()))?;
+        let c = Collection::open(self.store.clone(), record, self.models.clone(), Some(model), self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -209,41 +189,30 @@ impl Database {
         if let Some(c) = self.open.lock().get(name) {
             return Ok(c.clone());
         }
-        let record = store::get_collection(&self.db, name)?.ok_or_else(|| Error::NoSuchCollection(name.to_string()))?;
+        let record = self.store.collection(name)?.ok_or_else(|| Error::NoSuchCollection(name.to_string()))?;
         // Collections from before the shape was recorded need the model to open.
         let model = if record.shape.is_none() { Some(self.models.load_checked(&record)?) } else { None };
-        let c = Collection::open(self.db.clone(), record, self.models.clone(), model, self.opts.durable)?;
+        let c = Collection::open(self.store.clone(), record, self.models.clone(), model, self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
     }
 
     /// Names and configurations of all collections.
     pub fn list_collections(&self) -> Result<Vec<CollectionRecord>> {
-        Ok(store::list_collections(&self.db)?)
+        Ok(self.store.collections()?)
     }
 
     /// Drops a collection and all its data.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
-        let record = store::get_collection(&self.db, name)?.ok_or_else(|| Error::NoSuchCollection(name.to_string()))?;
-        let t = CollectionTables::new(record.id);
-        let txn = self.db.begin_write().map_err(store::StoreError::from)?;
-        {
-            let mut cols = txn.open_table(store::COLLECTIONS).map_err(store::StoreError::from)?;
-            cols.remove(name).map_err(store::StoreError::from)?;
+        if !self.store.drop_collection(name)? {
+            return Err(Error::NoSuchCollection(name.to_string()));
         }
-        txn.delete_table(t.docs()).map_err(store::StoreError::from)?;
-        txn.delete_table(t.ids()).map_err(store::StoreError::from)?;
-        txn.delete_table(t.states()).map_err(store::StoreError::from)?;
-        txn.commit().map_err(store::StoreError::from)?;
         self.open.lock().remove(name);
         Ok(())
     }
 
     /// Compacts a database file (no other handle may have it open): redb reclaims free pages.
     pub fn compact_file(path: impl AsRef<Path>) -> Result<bool> {
-        let path = path.as_ref();
-        let mut db = store::open_file(path, false, OpenOptions::default().cache_bytes)?;
-        let done = db.compact().map_err(|e| store::StoreError::Redb(e.into()))?;
-        Ok(done)
+        Ok(Store::compact_file(path.as_ref(), OpenOptions::default().cache_bytes)?)
     }
 }

@@ -1,11 +1,31 @@
 //! Model fingerprints: a collection remembers exactly which model, tokenizer, templates, layer
 //! selection and state codec produced its embeddings and states, and refuses to mix.
+//!
+//! The hashed bytes are spelled out here (encoding version 1, the one every stored fingerprint
+//! uses): renaming a field or changing a `Debug` implementation changes nothing. Changing what
+//! is hashed invalidates every stored collection, so it needs a new encoding version that the
+//! check accepts alongside the old one.
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::collection::CollectionConfig;
-use crate::model::{EmbedderWeights, RerankerWeights, Runtime, RERANK_INSTRUCTION};
+use crate::model::{EmbedderConfig, EmbedderWeights, RerankerWeights, Runtime, RERANK_INSTRUCTION};
+use crate::store::CollectionConfig;
 use crate::tokenizer::Tokenizer;
+
+/// The model configuration as hashed: version 1 wrote it in this form.
+fn config_text(c: &EmbedderConfig) -> String {
+    let l = &c.lora;
+    format!(
+        "EmbedderConfig {{ layers: {}, width: {}, heads: {}, vocab: {}, ffn: {}, lora: LoraDims {{ w: {}, a: {}, v: {}, g: {} }} }}",
+        c.layers, c.width, c.heads, c.vocab, c.ffn, l.w, l.a, l.v, l.g
+    )
+}
+
+/// A layer list as hashed: `[1, 2]`.
+fn layer_list(layers: &[usize]) -> String {
+    let items: Vec<String> = layers.iter().map(ToString::to_string).collect();
+    format!("[{}]", items.join(", "))
+}
 
 fn feed(h: &mut Xxh3, v: &[f32]) {
     for chunk in v.chunks(4096) {
@@ -17,7 +37,7 @@ fn feed(h: &mut Xxh3, v: &[f32]) {
 /// Hash of every weight the graphs use (after conversion to f32), as hex.
 pub fn weights(emb: &EmbedderWeights, rr: Option<&RerankerWeights>) -> String {
     let mut h = Xxh3::new();
-    h.update(format!("{:?}", emb.config).as_bytes());
+    h.update(config_text(&emb.config).as_bytes());
     feed(&mut h, &emb.emb);
     let blocks = emb.blocks.iter().chain(rr.map(|r| r.blocks.as_slice()).unwrap_or(&[]));
     for b in blocks {
@@ -49,7 +69,7 @@ pub fn weights(emb: &EmbedderWeights, rr: Option<&RerankerWeights>) -> String {
         feed(&mut h, v);
     }
     if let Some(r) = rr {
-        h.update(format!("{:?}", r.layer_idx).as_bytes());
+        h.update(layer_list(&r.layer_idx).as_bytes());
         for v in [&r.token, &r.ln_out.0, &r.ln_out.1, &r.head.0, &r.head.1, &r.head.2] {
             feed(&mut h, v);
         }
@@ -70,7 +90,7 @@ pub fn collection(weights_hash: &str, cfg: &CollectionConfig, rt: &Runtime) -> S
         }
     }
     h.update(RERANK_INSTRUCTION.as_bytes());
-    h.update(format!("layers:{:?}/{}", rt.reranker_layers(), rt.state_layers()).as_bytes());
+    h.update(format!("layers:{}/{}", layer_list(rt.reranker_layers()), rt.state_layers()).as_bytes());
     h.update(format!("preset:{}", cfg.state_preset).as_bytes());
     // Weight precision changes every embedding and state; f32 adds nothing, so collections made
     // before precisions existed keep their fingerprints.
@@ -80,4 +100,29 @@ pub fn collection(weights_hash: &str, cfg: &CollectionConfig, rt: &Runtime) -> S
     // The state blob format (not the file layout: upgrading the file keeps collections valid).
     h.update(format!("format:{}", crate::codec::FORMAT_VERSION).as_bytes());
     format!("{:032x}", h.digest128())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::weights::LoraDims;
+
+    /// The hashed text is fixed: these literals are what encoding version 1 hashes.
+    #[test]
+    fn hashed_text_is_frozen() {
+        let c = EmbedderConfig {
+            layers: 12,
+            width: 768,
+            heads: 12,
+            vocab: 65536,
+            ffn: 3072,
+            lora: LoraDims { w: 64, a: 64, v: 32, g: 128 },
+        };
+        assert_eq!(
+            config_text(&c),
+            "EmbedderConfig { layers: 12, width: 768, heads: 12, vocab: 65536, ffn: 3072, lora: LoraDims { w: 64, a: 64, v: 32, g: 128 } }"
+        );
+        assert_eq!(layer_list(&[1, 2, 11]), "[1, 2, 11]");
+        assert_eq!(layer_list(&[]), "[]");
+    }
 }

@@ -60,7 +60,7 @@ pub fn database_file(data: &[u8]) {
 
 /// A JSONL import file, read to the end.
 pub fn jsonl(data: &[u8]) {
-    for item in crate::import::read_jsonl(Cursor::new(data), "fuzz.jsonl", "fuzz") {
+    for item in crate::collection::read_jsonl(Cursor::new(data), "fuzz.jsonl", "fuzz") {
         let _ = item;
     }
 }

@@ -41,29 +41,49 @@
 //! # }
 //! ```
 
-pub mod checkpoint;
-pub mod codec;
-pub mod collection;
-pub mod db;
-pub mod error;
-pub mod filter;
-pub mod fingerprint;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod import;
-pub mod index;
-pub mod memory;
-pub mod migrations;
-pub mod model;
-pub mod store;
-pub mod tokenizer;
-
+// The database: what an application uses.
 pub use collection::{
-    CheckReport, Collection, CollectionConfig, CollectionStats, DeleteReport, Document, Hit, InsertReport, NewDocument,
-    PrecomputedDocument, QueryOptions, QueryResult, Rerank,
+    CheckReport, Collection, CollectionStats, DeleteReport, Document, Hit, HnswSettings, ImportOptions, ImportProgress,
+    ImportReport, InsertReport, NewDocument, PrecomputedDocument, QueryOptions, QueryResult, Rerank, Skipped, Timings,
 };
 pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};
-pub use filter::Filter;
+pub use filter::{Filter, FilterError};
 /// Metadata values are `serde_json::Value`; the crate is re-exported so callers need no extra dependency.
 pub use serde_json;
+pub use store::{CollectionConfig, CollectionRecord, StoreError};
+
+// Building blocks, public for tools, benchmarks and advanced use (loading checkpoints, running
+// the model or the state codec directly).
+pub mod checkpoint;
+pub mod codec;
+pub mod eval;
+pub mod gemm_probe;
+pub mod index;
+pub mod memory;
+pub mod model;
+pub mod tokenizer;
+
+/// Reading documents to import: JSONL files and folders of text files (see
+/// [`Collection::import`] for the resumable bulk import).
+pub mod import {
+    pub use crate::collection::{read_folder, read_jsonl, ImportProblem, JsonlDocuments};
+}
+
+/// The documented limits and fixed parameters (docs/reliability.md, "Limits").
+pub mod limits {
+    pub use crate::collection::{
+        DURABLE_EVERY, MAX_BATCH_DOCS, MAX_CANDIDATES, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_TEXT_BYTES, RERANK_CHUNK,
+    };
+    pub use crate::store::{DEFAULT_PRECISION, FORMAT_VERSION, STATE_CHUNK_BYTES};
+}
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+mod collection;
+mod db;
+mod error;
+mod filter;
+mod fingerprint;
+mod store;

@@ -254,9 +254,9 @@ fn bulk_load_mode_keeps_every_durable_commit() {
     assert!(done, "the child did not finish its batches");
     child.kill().unwrap();
     child.wait().unwrap();
-    // Transaction 16 is durable (rwkvdb::collection::DURABLE_EVERY): batches 0..16 survive the
+    // Transaction 16 is durable (rwkvdb::limits::DURABLE_EVERY): batches 0..16 survive the
     // kill; the 4 non-durable ones after it were only in the dead process's memory.
-    assert_eq!(rwkvdb::collection::DURABLE_EVERY, 16);
+    assert_eq!(rwkvdb::limits::DURABLE_EVERY, 16);
     let db = Database::open(&path, OpenOptions::default()).unwrap();
     let c = db.collection("c").unwrap();
     assert_eq!(c.count().unwrap() as usize, 16 * BATCH);

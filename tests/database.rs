@@ -217,7 +217,7 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
     let junk = f.dir.path().join("junk.redb");
     std::fs::write(&junk, b"this is not a database at all, just some bytes").unwrap();
     let e = Database::open(&junk, OpenOptions::default()).err().unwrap();
-    assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::NotADatabase { .. })), "{e}");
+    assert!(matches!(e, Error::Store(rwkvdb::StoreError::NotADatabase { .. })), "{e}");
 
     // A redb file of another application, and one written by a newer rwkvdb.
     let foreign = f.dir.path().join("foreign.redb");
@@ -228,7 +228,7 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
         w.commit().unwrap();
     }
     let e = Database::open(&foreign, OpenOptions::default()).err().unwrap();
-    assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::ForeignDatabase { .. })), "{e}");
+    assert!(matches!(e, Error::Store(rwkvdb::StoreError::ForeignDatabase { .. })), "{e}");
     {
         let raw = redb::Database::open(f.db_path()).unwrap();
         let w = raw.begin_write().unwrap();
@@ -239,7 +239,7 @@ fn other_model_is_refused_and_foreign_files_are_errors() {
         w.commit().unwrap();
     }
     let e = Database::open(f.db_path(), OpenOptions::default()).err().unwrap();
-    assert!(matches!(e, Error::Store(rwkvdb::store::StoreError::UnsupportedVersion { found: 99, .. })), "{e}");
+    assert!(matches!(e, Error::Store(rwkvdb::StoreError::UnsupportedVersion { found: 99, .. })), "{e}");
 
     let missing = f.dir.path().join("none.redb");
     let opts = OpenOptions { create: false, ..OpenOptions::default() };
@@ -277,7 +277,7 @@ fn corrupt_state(path: &std::path::Path, id: &str) {
 #[test]
 fn offline_rerank_runs_in_chunks_matches_online_and_skips_damage() {
     let f = fixture();
-    let n = 2 * rwkvdb::collection::RERANK_CHUNK + 30;
+    let n = 2 * rwkvdb::limits::RERANK_CHUNK + 30;
     {
         let db = f.open();
         let c = db.create_collection("docs", f.config()).unwrap();
@@ -296,7 +296,7 @@ fn offline_rerank_runs_in_chunks_matches_online_and_skips_damage() {
     let opts = |rerank| QueryOptions { top_k: n, candidates: n, rerank, ..QueryOptions::default() };
     let off = c.query("theme 4 and value", &opts(Rerank::Offline)).unwrap();
     let on = c.query("theme 4 and value", &opts(Rerank::Online)).unwrap();
-    let mut skipped: Vec<&str> = off.skipped.iter().map(|(id, _)| id.as_str()).collect();
+    let mut skipped: Vec<&str> = off.skipped.iter().map(|s| s.id.as_str()).collect();
     skipped.sort();
     assert_eq!(skipped, ["d150", "d280", "d7"]);
     assert_eq!(off.hits.len(), n - 3);
@@ -319,7 +319,7 @@ fn corrupted_state_is_skipped_and_reported() {
         c.query("Document number 4", &QueryOptions { top_k: 40, candidates: 40, ..QueryOptions::default() }).unwrap();
     assert_eq!(r.hits.len(), 39);
     assert_eq!(r.skipped.len(), 1);
-    assert_eq!(r.skipped[0].0, "d4");
+    assert_eq!(r.skipped[0].id, "d4");
     let report = c.check().unwrap();
     assert_eq!(report.damaged_ids, vec!["d4"]);
 }
@@ -439,11 +439,15 @@ fn precomputed_documents_query_like_embedded_ones() {
     assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))));
     // A zero vector (or one whose squares underflow) has no direction: refused before commit,
     // so the collection still opens and the batch can be retried.
-    for zero in [0.0f32, 1e-30] {
+    // The same for non-finite values and a squared length that overflows.
+    for degenerate in [0.0f32, 1e-30, f32::NAN, f32::INFINITY, -f32::INFINITY, 1e30] {
         let mut bad = batch.clone();
-        bad[2].embedding.iter_mut().for_each(|x| *x = zero);
-        assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))), "{zero}");
+        bad[2].embedding.iter_mut().for_each(|x| *x = degenerate);
+        assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))), "{degenerate}");
     }
+    let mut bad = batch.clone();
+    bad[7].embedding[0] = f32::NAN;
+    assert!(matches!(pre.insert_precomputed(bad), Err(Error::InvalidInput(_))));
     assert_eq!(pre.count().unwrap(), 0);
 
     pre.insert_precomputed(batch.clone()).unwrap();
@@ -476,7 +480,7 @@ fn large_states_are_stored_in_pieces() {
         let c = db.create_collection("docs", CollectionConfig::new(&emb, Some(rr.clone()))).unwrap();
         c.insert(corpus()[..12].to_vec()).unwrap();
         let per_doc = c.stats().unwrap().state_bytes_per_document;
-        assert!(per_doc > rwkvdb::store::STATE_CHUNK_BYTES as f64, "{per_doc}");
+        assert!(per_doc > rwkvdb::limits::STATE_CHUNK_BYTES as f64, "{per_doc}");
 
         c.delete(&["d0"]).unwrap();
         c.upsert(vec![doc("d1", "A replaced text for d1.", json!({}))]).unwrap();
@@ -488,7 +492,7 @@ fn large_states_are_stored_in_pieces() {
         let t = r.open_table(redb::TableDefinition::<(u64, u32), &[u8]>::new("c1_state_chunks")).unwrap();
         t.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value(), v.value().len())).collect()
     };
-    let full = rwkvdb::store::STATE_CHUNK_BYTES;
+    let full = rwkvdb::limits::STATE_CHUNK_BYTES;
     let docs: std::collections::BTreeSet<u64> = pieces.iter().map(|((k, _), _)| *k).collect();
     assert_eq!(docs.len(), 11);
     for doc in docs {

@@ -2,7 +2,7 @@
 //! (float32, CPU; see scripts/reference/) on checkpoints written by PyTorch in fp32 and bf16.
 
 use rwkvdb::checkpoint;
-use rwkvdb::model::eval::{self, EvalInput, EvalOutput};
+use rwkvdb::eval::model::{self as eval, EvalInput, EvalOutput};
 use rwkvdb::model::{EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions};
 use rwkvdb::tokenizer::Tokenizer;
 

@@ -1,12 +1,13 @@
 //! Database commands: init, collection, import, query, get, delete, stats, check, compact.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use rwkvdb::{Collection, CollectionConfig, Database, Filter, NewDocument, OpenOptions, QueryOptions, Rerank};
+use rwkvdb::{
+    Collection, CollectionConfig, Database, Filter, ImportOptions, NewDocument, OpenOptions, QueryOptions, Rerank,
+};
 
 use super::CliResult;
 
@@ -198,52 +199,22 @@ pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
     let c = database.collection(&a.collection)?;
     let mut problems = Vec::new();
     let docs = read_source(&a.source, &mut problems)?;
-    // Resuming: ids already stored are skipped, not duplicated.
-    let mut skipped = 0usize;
-    let mut todo = Vec::with_capacity(docs.len());
-    let mut seen = HashSet::new();
-    for d in docs {
-        let id = d.id.clone().unwrap_or_default();
-        if !seen.insert(id.clone()) {
-            problems.push(format!("duplicate id {id:?} in the source, later copy skipped"));
-            continue;
-        }
-        if c.contains(&id)? {
-            skipped += 1;
-        } else {
-            todo.push(d);
-        }
-    }
-    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(todo.len() as u64) };
+    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} docs  {per_sec}  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    let (mut done, mut tokens) = (0usize, 0usize);
-    for batch in todo.chunks(a.batch_size.clamp(1, rwkvdb::collection::MAX_BATCH_DOCS)) {
-        match c.insert(batch.to_vec()) {
-            Ok(r) => {
-                done += r.ids.len();
-                tokens += r.tokens;
-            }
-            Err(_) => {
-                // One bad document should not sink its neighbours: retry the batch one by one.
-                for d in batch {
-                    match c.insert(vec![d.clone()]) {
-                        Ok(r) => {
-                            done += 1;
-                            tokens += r.tokens;
-                        }
-                        Err(e2) => problems.push(format!("{}: {e2}", d.id.as_deref().unwrap_or("?"))),
-                    }
-                }
-            }
-        }
-        bar.set_position(done as u64);
-        bar.set_message(format!("{:.0} tokens/s", tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)));
-    }
+    let opts = ImportOptions { batch_size: a.batch_size };
+    // Ids already stored are skipped (a re-run resumes); a failed batch is retried one by one.
+    let report = c.import(docs, &opts, |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.imported as u64);
+        bar.set_message(format!("{:.0} tokens/s", p.tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)));
+    })?;
     bar.finish_and_clear();
+    let (done, tokens, skipped) = (report.imported, report.tokens, report.already_present);
+    problems.extend(report.problems.iter().map(|p| format!("{}: {}", p.id, p.reason)));
     let secs = start.elapsed().as_secs_f64();
     println!(
         "imported {done} documents ({tokens} tokens) in {secs:.1}s: {:.1} docs/s, {:.0} tokens/s; {skipped} already present",
@@ -291,11 +262,14 @@ pub fn print_hits(r: &rwkvdb::QueryResult) {
         let prob = h.probability.map_or("-".into(), |p| format!("{p:.3}"));
         println!("{:>4}  {:<24} {:>7.4} {:>8} {:>6}  {}", i + 1, h.id, h.similarity, logit, prob, snippet);
     }
-    for (id, why) in &r.skipped {
-        eprintln!("warning: skipped {id}: {why}");
+    for s in &r.skipped {
+        eprintln!("warning: skipped {}: {}", s.id, s.reason);
     }
-    let t = r.timings_ms;
-    println!("time: embed {:.1} ms, ann {:.1} ms, load {:.1} ms, rerank {:.1} ms", t[0], t[1], t[2], t[3]);
+    let t = r.timings;
+    println!(
+        "time: embed {:.1} ms, ann {:.1} ms, load {:.1} ms, rerank {:.1} ms",
+        t.embed_ms, t.ann_ms, t.load_ms, t.rerank_ms
+    );
 }
 
 pub fn get(db: &DbArg, collection: &str, id: &str, json: bool) -> CliResult {

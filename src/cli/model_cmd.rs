@@ -6,7 +6,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::CliResult;
 use rwkvdb::checkpoint::{self, synth::SynthConfig, StoredDType};
-use rwkvdb::model::{eval, weight_cache, Device, EmbedderWeights, Precision, RerankerWeights, Runtime, RuntimeOptions};
+use rwkvdb::eval::model as eval;
+use rwkvdb::model::{weight_cache, Device, EmbedderWeights, Precision, RerankerWeights, Runtime, RuntimeOptions};
 use rwkvdb::tokenizer::Tokenizer;
 
 #[derive(Subcommand)]

@@ -6,8 +6,18 @@
 
 use ort::session::builder::SessionBuilder;
 
-use super::runtime::Device;
 use super::ModelError;
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider on the given device (needs the `cuda` feature and a
+    /// CUDA-enabled ONNX Runtime). Fails with [`ModelError::CudaUnavailable`] when absent.
+    Cuda(i32),
+}
 
 /// Registers the execution provider for `device` on `builder`.
 pub fn register(builder: SessionBuilder, device: Device) -> Result<SessionBuilder, ModelError> {

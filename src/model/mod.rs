@@ -1,22 +1,25 @@
 //! The model runtime: checkpoint weights, ONNX graph emission, the WKV custom operator and
 //! ONNX Runtime sessions.
 
-pub mod device;
-pub mod eval;
-pub mod gemm;
-pub mod graph;
-pub mod onnx;
-pub mod ort_env;
-pub mod prepared;
-pub mod quant;
-pub mod quant_ops;
-pub mod runtime;
+mod device;
+pub(crate) mod graph;
+pub(crate) mod onnx;
+pub(crate) mod ort_env;
+mod prepared;
+pub(crate) mod quant;
+mod quant_ops;
+mod runtime;
+mod state;
+pub mod templates;
 pub mod weight_cache;
 pub mod weights;
-pub mod wkv;
+pub(crate) mod wkv;
 
-pub use prepared::{Precision, PreparedModel};
-pub use runtime::{Device, ModelState, Runtime, RuntimeOptions};
+pub use device::Device;
+pub use prepared::{Precision, PreparedMeta, PreparedModel};
+pub use runtime::{Runtime, RuntimeOptions};
+pub use state::ModelState;
+pub use templates::{offline_document_text, offline_query_text, online_text, RERANK_INSTRUCTION};
 pub use weights::{EmbedderConfig, EmbedderWeights, RerankerWeights};
 
 /// What a collection needs to know of its model without loading it: widths and the layers a
@@ -46,24 +49,6 @@ impl ModelShape {
             has_reranker: rt.has_reranker(),
         }
     }
-}
-
-/// Instruction prefix shared by the online and offline rerank templates.
-pub const RERANK_INSTRUCTION: &str = "Instruct: Given a query, retrieve documents that answer the query\n";
-
-/// Online rerank text: instruction, document and query in one sequence (EOS appended).
-pub fn online_text(document: &str, query: &str) -> String {
-    format!("{RERANK_INSTRUCTION}Document: {document}\nQuery: {query}")
-}
-
-/// Offline index text of a document (no EOS: the query continues it later).
-pub fn offline_document_text(document: &str) -> String {
-    format!("{RERANK_INSTRUCTION}Document: {document}\n")
-}
-
-/// Offline query text that resumes a document state (EOS appended).
-pub fn offline_query_text(query: &str) -> String {
-    format!("Query: {query}")
 }
 
 /// Errors from the model runtime.

@@ -34,8 +34,6 @@ pub enum Attr {
     Int(i64),
     /// `AttributeProto.f`.
     Float(f32),
-    /// `AttributeProto.ints`.
-    Ints(Vec<i64>),
 }
 
 /// The file name external initializers claim to live in. It is never read: every external
@@ -272,12 +270,6 @@ impl Graph {
                 Attr::Float(f) => {
                     a.float(2, *f);
                     a.int(20, 1);
-                }
-                Attr::Ints(is) => {
-                    for i in is {
-                        a.int(8, *i);
-                    }
-                    a.int(20, 7);
                 }
             }
             n.msg(5, a);

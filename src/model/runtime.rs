@@ -19,24 +19,15 @@ use ort::session::Session;
 use ort::value::Tensor;
 use parking_lot::{Condvar, Mutex};
 
+use super::device::{self, Device};
 use super::graph::{self, io, GraphBytes, Tail};
 use super::prepared::{Precision, PreparedModel};
 use super::quant_ops::{DequantizeRowsOp, QuantizeRowsOp};
+use super::state::ModelState;
 use super::weights::{EmbedderConfig, EmbedderWeights, RerankerWeights, HEAD_SIZE};
 use super::wkv::{Wkv7Op, DOMAIN};
 use super::{ort_env, ModelError};
 use crate::tokenizer::EOS_TOKEN;
-
-/// Where inference runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Device {
-    /// ONNX Runtime's CPU execution provider.
-    #[default]
-    Cpu,
-    /// ONNX Runtime's CUDA execution provider on the given device (needs the `cuda` feature and a
-    /// CUDA-enabled ONNX Runtime). Fails with [`ModelError::CudaUnavailable`] when absent.
-    Cuda(i32),
-}
 
 /// Options for building a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -67,34 +58,6 @@ impl Default for RuntimeOptions {
             max_rows: 4096,
             sessions: 1,
             cache: Default::default(),
-        }
-    }
-}
-
-/// The recurrent state of one sequence for the first `layers` embedder layers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelState {
-    /// Number of layers held.
-    pub layers: usize,
-    /// Model width.
-    pub width: usize,
-    /// Time-mix token shift (previous `ln1` output), `[layers, C]`.
-    pub att_shift: Vec<f32>,
-    /// Channel-mix token shift (previous `ln2` output), `[layers, C]`.
-    pub ffn_shift: Vec<f32>,
-    /// WKV matrices `[layers, H, 64, 64]` (row = value index).
-    pub wkv: Vec<f32>,
-}
-
-impl ModelState {
-    /// The all-zero state every sequence starts from.
-    pub fn zeros(layers: usize, width: usize) -> Self {
-        Self {
-            layers,
-            width,
-            att_shift: vec![0.0; layers * width],
-            ffn_shift: vec![0.0; layers * width],
-            wkv: vec![0.0; layers * width * HEAD_SIZE],
         }
     }
 }
@@ -227,7 +190,7 @@ impl Runtime {
                 .map_err(|e| ModelError::Ort(e.to_string()))?
                 .with_operators(ops)
                 .map_err(|e| ModelError::Ort(e.to_string()))?;
-            builder = super::device::register(builder, opts.device)?;
+            builder = device::register(builder, opts.device)?;
             // f32 weights are used in place from the prepared buffer (shared by both sessions
             // and, through the page cache, by every process); prepacking would give each
             // session its own copy for a few percent of speed (docs/performance.md). The integer

@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use crate::collection::NewDocument;
+use super::{ImportOptions, ImportProgress, ImportReport, NewDocument, Skipped};
 
 /// An item that could not be read, and where it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,4 +110,76 @@ fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
         }
     }
     Ok(())
+}
+
+impl crate::Collection {
+    /// Imports documents the way a resumable bulk load should: ids already stored are left as
+    /// they are (so re-running an interrupted import continues it), a repeated id in the input
+    /// keeps its first copy, and a batch that fails is retried one document at a time so one bad
+    /// document does not sink its neighbours. Documents that still fail are reported in
+    /// [`ImportReport::problems`], not as an error; an error means the import stopped (storage
+    /// failure) with every batch before it committed. `progress` is called after every batch.
+    pub fn import(
+        &self,
+        docs: impl IntoIterator<Item = NewDocument>,
+        opts: &ImportOptions,
+        mut progress: impl FnMut(&ImportProgress),
+    ) -> crate::Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut todo = Vec::new();
+        for d in docs {
+            if let Some(id) = &d.id {
+                if !seen.insert(id.clone()) {
+                    report.problems.push(Skipped {
+                        id: id.clone(),
+                        reason: "repeated id in the input, later copy skipped".into(),
+                    });
+                    continue;
+                }
+                if self.contains(id)? {
+                    report.already_present += 1;
+                    continue;
+                }
+            }
+            todo.push(d);
+        }
+        let mut state = ImportProgress { total: todo.len(), ..ImportProgress::default() };
+        progress(&state);
+        let batch_size = opts.batch_size.clamp(1, super::MAX_BATCH_DOCS);
+        for batch in todo.chunks(batch_size) {
+            match self.insert(batch.to_vec()) {
+                Ok(r) => {
+                    state.imported += r.ids.len();
+                    state.tokens += r.tokens;
+                }
+                Err(e) if self.import_must_stop(&e) => return Err(e),
+                Err(_) => {
+                    for d in batch {
+                        match self.insert(vec![d.clone()]) {
+                            Ok(r) => {
+                                state.imported += 1;
+                                state.tokens += r.tokens;
+                            }
+                            Err(e) if self.import_must_stop(&e) => return Err(e),
+                            Err(e) => report.problems.push(Skipped {
+                                id: d.id.clone().unwrap_or_else(|| "?".into()),
+                                reason: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+            }
+            progress(&state);
+        }
+        report.imported = state.imported;
+        report.tokens = state.tokens;
+        Ok(report)
+    }
+
+    /// Errors no retry can fix: storage failures, and a model that could not be loaded (files
+    /// missing, a different model, no ONNX Runtime).
+    fn import_must_stop(&self, e: &crate::Error) -> bool {
+        matches!(e, crate::Error::Store(_) | crate::Error::Io { .. }) || !self.model_loaded()
+    }
 }

@@ -7,8 +7,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::onnx::{Dim, ElemType, Graph};
-use super::{ort_env, ModelError};
+use crate::model::onnx::{Dim, ElemType, Graph};
+use crate::model::{ort_env, ModelError};
 
 /// Best GFLOP/s of `[n, n] x [n, n]` over `reps` runs, with `threads` intra-op threads (0 = all).
 pub fn gemm_gflops(n: usize, reps: usize, threads: usize) -> Result<f64, ModelError> {

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{offline_document_text, offline_query_text, online_text, ModelError, Runtime};
+use crate::model::templates::{offline_document_text, offline_query_text, online_text};
+use crate::model::{ModelError, Runtime};
 use crate::tokenizer::Tokenizer;
 
 /// A text with an id.

@@ -1,0 +1,206 @@
+//! Statistics, the integrity check, and the ANN index builds (at open, after deletions, on
+//! request).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::{parse_metadata, CheckReport, Collection, CollectionStats, HnswSettings};
+use crate::error::Result;
+use crate::index::{AnnIndex, IndexParams, EXACT_BELOW};
+use crate::store::{DocRecord, FORMAT_VERSION};
+
+impl Collection {
+    /// Sizes, counts and parameters.
+    pub fn stats(&self) -> Result<CollectionStats> {
+        let inner = &self.inner;
+        let r = inner.read()?;
+        let (mut n, mut doc_bytes, mut tokens) = (0u64, 0u64, 0u64);
+        r.for_each_doc(|_, raw| -> Result<()> {
+            n += 1;
+            doc_bytes += raw.len() as u64;
+            if let Ok(rec) = DocRecord::decode(raw, String::new) {
+                tokens += u64::from(rec.tokens);
+            }
+            Ok(())
+        })?;
+        let state_bytes = r.state_bytes()?;
+        let per = |x: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
+        let rec = inner.record.read().clone();
+        let index = inner.index.read();
+        Ok(CollectionStats {
+            name: rec.name,
+            documents: n,
+            doc_bytes_per_document: per(doc_bytes),
+            state_bytes_per_document: per(state_bytes),
+            tokens_per_document: per(tokens),
+            state_preset: rec.config.state_preset.clone(),
+            state_layers: inner.shape.state_layers,
+            reranker_layers: inner.shape.reranker_layers.clone(),
+            hnsw: HnswSettings {
+                m: rec.config.hnsw_m,
+                ef_construction: rec.config.hnsw_ef_construction,
+                ef_search: rec.config.hnsw_ef_search,
+            },
+            index_entries: index.len(),
+            index_tombstones: index.tombstones(),
+            index_graph_ready: index.has_graph(),
+            fingerprint: rec.fingerprint,
+            format_version: FORMAT_VERSION,
+        })
+    }
+
+    /// Verifies every record's checksum, every state, and that ids, documents and the ANN index
+    /// agree. Damage is reported with the affected ids; nothing is modified.
+    pub fn check(&self) -> Result<CheckReport> {
+        let inner = &self.inner;
+        let mut report = CheckReport::default();
+        let r = inner.read()?;
+        let mut ids_by_key = HashMap::new();
+        r.for_each_id(|id, key| -> Result<()> {
+            ids_by_key.insert(key, id.to_string());
+            Ok(())
+        })?;
+        let mut doc_keys = HashSet::new();
+        // Readable records are the ones the index holds (a damaged one cannot be indexed).
+        let mut readable = 0;
+        r.for_each_doc(|key, raw| -> Result<()> {
+            doc_keys.insert(key);
+            report.documents += 1;
+            let id = ids_by_key.get(&key).cloned().unwrap_or_else(|| format!("key {key}"));
+            let mut damaged = false;
+            match DocRecord::decode(raw, || format!("document {id:?}")) {
+                Ok(rec) if !indexable(&rec.embedding, inner.shape.width) => {
+                    report.problems.push(format!(
+                        "document {id:?}: its embedding ({} values) cannot be indexed",
+                        rec.embedding.len()
+                    ));
+                    damaged = true;
+                }
+                Ok(rec) if rec.id != id => {
+                    report.problems.push(format!("document {id:?}: record holds id {:?}", rec.id));
+                    damaged = true;
+                    readable += 1;
+                }
+                Ok(_) => readable += 1,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    damaged = true;
+                }
+            }
+            if let Some(codec) = &inner.codec {
+                match r.state(key)? {
+                    Some(blob) => {
+                        if let Err(e) = codec.decode(&blob) {
+                            report.problems.push(format!("state of document {id:?}: {e}"));
+                            damaged = true;
+                        }
+                    }
+                    None => {
+                        report.problems.push(format!("document {id:?} has no state"));
+                        damaged = true;
+                    }
+                }
+            }
+            if !ids_by_key.contains_key(&key) {
+                report.problems.push(format!("document key {key} has no id entry"));
+            }
+            if damaged {
+                report.damaged_ids.push(id);
+            }
+            Ok(())
+        })?;
+        for (key, id) in &ids_by_key {
+            if !doc_keys.contains(key) {
+                report.problems.push(format!("id {id:?} points to missing document key {key}"));
+            }
+        }
+        let live = inner.index.read().len();
+        if live != readable {
+            report.problems.push(format!("ANN index holds {live} entries, the store {readable} readable documents"));
+        }
+        Ok(report)
+    }
+
+    /// Rebuilds the ANN index from the stored embeddings. Writers wait meanwhile (a document
+    /// committed during the rebuild would be missing from the new index); queries go on.
+    pub fn rebuild_index(&self) -> Result<()> {
+        let _w = self.inner.write_lock.lock();
+        self.build_index_locked(false)
+    }
+
+    /// Rebuilds the ANN index from the store when tombstones pass the index's threshold
+    /// (the caller holds the write lock).
+    pub(super) fn maybe_rebuild_index_locked(&self) -> Result<()> {
+        if !self.inner.index.read().needs_rebuild() {
+            return Ok(());
+        }
+        self.build_index_locked(false)
+    }
+
+    /// Reads every record into a new index and the metadata map. With `background`, a large
+    /// collection (at least [`EXACT_BELOW`] documents) gets a flat index at once (exact searches)
+    /// and its graph is built on another thread, then swapped in: opening does not wait for it.
+    pub(super) fn build_index_locked(&self, background: bool) -> Result<()> {
+        let inner = &self.inner;
+        let dim = inner.shape.width;
+        let mut items = Vec::new();
+        let mut metadata = HashMap::new();
+        inner.read()?.for_each_doc(|key, raw| -> Result<()> {
+            // A damaged record, or one whose embedding the index cannot hold, stays out of the
+            // index (`check` names it): one bad record must not make the collection unopenable.
+            let rec = DocRecord::decode(raw, String::new).ok().filter(|rec| indexable(&rec.embedding, dim));
+            if let Some(rec) = rec {
+                metadata.insert(key, Arc::new(parse_metadata(&rec.metadata)));
+                items.push((key, rec.embedding));
+            }
+            Ok(())
+        })?;
+        let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
+        *inner.metadata.write() = metadata;
+        if background && items.len() >= EXACT_BELOW {
+            let flat = AnnIndex::flat(dim, params);
+            flat.insert_batch(&items)?;
+            *inner.index.write() = flat;
+            self.build_graph_in_background(items, params);
+        } else {
+            *inner.index.write() = AnnIndex::rebuild(items.into_iter(), dim, params)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the HNSW graph of `snapshot` (the entries the current flat index was made from)
+    /// on a new thread and swaps it in when done, with whatever writers added or deleted
+    /// meanwhile. The thread holds no strong reference to the collection: closing the database
+    /// stops it at the next step.
+    fn build_graph_in_background(&self, snapshot: Vec<(u64, Vec<f32>)>, params: IndexParams) {
+        let weak = Arc::downgrade(&self.inner);
+        let dim = self.inner.shape.width;
+        let build = move || {
+            let base: HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
+            let graph = AnnIndex::new(dim, params);
+            for step in snapshot.chunks(EXACT_BELOW) {
+                if weak.strong_count() == 0 || graph.insert_batch(step).is_err() {
+                    return;
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let _w = inner.write_lock.lock();
+            let current = inner.index.read();
+            // An explicit rebuild may have installed a graph meanwhile.
+            if current.has_graph() || graph.catch_up(&base, &current).is_err() {
+                return;
+            }
+            drop(current);
+            *inner.index.write() = graph;
+        };
+        // Without a thread the flat index keeps answering (exactly); nothing is lost.
+        let _ = std::thread::Builder::new().name("rwkvdb-index-build".into()).spawn(build);
+    }
+}
+
+/// Whether the index can hold `v`: the collection's dimension, finite, unit length (as every
+/// insert path stores it).
+fn indexable(v: &[f32], dim: usize) -> bool {
+    let norm: f32 = v.iter().map(|x| x * x).sum();
+    v.len() == dim && v.iter().all(|x| x.is_finite()) && (0.5..2.0).contains(&norm)
+}

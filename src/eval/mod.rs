@@ -1,0 +1,6 @@
+//! Evaluation: numbers a user can compare against a reference.
+//!
+//! - [`model`]: `rwkvdb model eval`, embeddings and rerank logits computed the way the official
+//!   `rwkv_emb` package computes them, for comparison with it.
+
+pub mod model;

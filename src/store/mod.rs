@@ -1,0 +1,347 @@
+//! The redb file: schema, format version, migrations and the records rwkvdb keeps in it. This
+//! module is the only code that touches redb.
+//!
+//! redb is the source of truth; everything else (the ANN index, the metadata map) is rebuilt
+//! from it.
+//!
+//! Tables (schema version [`FORMAT_VERSION`]; see `migrations/` and `docs/format.md`):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `rwkvdb_meta` | `&str` | `magic` = `b"rwkvdb"`, `format_version` = u32 LE, `next_collection_id` = u64 LE |
+//! | `collections` | name | [`CollectionRecord`] (bincode, CRC-32 checked) |
+//! | `c{id}_docs` | doc key `u64` | [`DocRecord`] (bincode, CRC-32 checked) |
+//! | `c{id}_ids` | external id | doc key |
+//! | `c{id}_state_chunks` | (doc key, piece no.) | encoded state (see [`crate::codec`]) in pieces of at most [`STATE_CHUNK_BYTES`] |
+
+mod error;
+mod migrations;
+mod records;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+pub use error::StoreError;
+pub use records::{CollectionConfig, CollectionRecord, DocRecord, DEFAULT_PRECISION};
+pub(crate) use schema::CollectionTables;
+pub use schema::STATE_CHUNK_BYTES;
+use schema::{COLLECTIONS, MAGIC, META};
+
+/// Current on-disk schema version.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// An open database file.
+pub(crate) struct Store {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database file, with a page cache of `cache_bytes`, checks it is an
+    /// rwkvdb file this build can read and upgrades an older format.
+    pub(crate) fn open(path: &Path, create: bool, cache_bytes: usize) -> Result<Self, StoreError> {
+        let builder = builder(cache_bytes);
+        let db = if path.exists() {
+            builder.open(path)
+        } else if create {
+            builder.create(path)
+        } else {
+            return Err(StoreError::Redb(redb::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{}: no such database file", path.display()),
+            ))));
+        };
+        let db = db.map_err(|e| open_error(e, path))?;
+        Self::prepare(db, path)
+    }
+
+    /// Opens a database over any redb storage backend (fault injection, in-memory files);
+    /// `label` names it in errors.
+    pub(crate) fn open_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let db = builder(cache_bytes).create_with_backend(backend).map_err(|e| open_error(e, label))?;
+        Self::prepare(db, label)
+    }
+
+    /// Compacts a file no one has open; `true` if pages were reclaimed.
+    pub(crate) fn compact_file(path: &Path, cache_bytes: usize) -> Result<bool, StoreError> {
+        let mut store = Self::open(path, false, cache_bytes)?;
+        Ok(store.db.compact()?)
+    }
+
+    /// Checks rwkvdb's metadata (and upgrades older versions); an empty file gets fresh metadata.
+    fn prepare(db: redb::Database, path: &Path) -> Result<Self, StoreError> {
+        let version = {
+            let r = db.begin_read()?;
+            match r.open_table(META) {
+                Ok(t) => Some(t.get("format_version")?.map(|v| v.value().to_vec())),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match version {
+            Some(Some(v)) => {
+                let found = v.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::UnsupportedVersion {
+                        path: path.to_path_buf(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                migrations::upgrade(&db, found)?;
+            }
+            Some(None) => return Err(StoreError::ForeignDatabase { path: path.to_path_buf() }),
+            None => {
+                let is_empty = db.begin_read()?.list_tables()?.next().is_none();
+                if !is_empty {
+                    return Err(StoreError::ForeignDatabase { path: path.to_path_buf() });
+                }
+                let w = db.begin_write()?;
+                {
+                    let mut t = w.open_table(META)?;
+                    t.insert("magic", MAGIC)?;
+                    t.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    w.open_table(COLLECTIONS)?;
+                }
+                w.commit()?;
+            }
+        }
+        Ok(Self { db, path: path.to_path_buf() })
+    }
+
+    /// The file (or the label of a custom backend).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every collection record, by name.
+    pub(crate) fn collections(&self) -> Result<Vec<CollectionRecord>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(COLLECTIONS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push(CollectionRecord::decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One collection record.
+    pub(crate) fn collection(&self, name: &str) -> Result<Option<CollectionRecord>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(COLLECTIONS)?;
+        let rec = t.get(name)?.map(|v| CollectionRecord::decode(name, v.value())).transpose()?;
+        Ok(rec)
+    }
+
+    /// Creates a collection: assigns it a new id, stores the record `make(id)` returns and
+    /// creates its tables, in one transaction. `None` if the name is taken.
+    pub(crate) fn create_collection(
+        &self,
+        name: &str,
+        make: impl FnOnce(u64) -> CollectionRecord,
+    ) -> Result<Option<CollectionRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut cols = txn.open_table(COLLECTIONS)?;
+            if cols.get(name)?.is_some() {
+                return Ok(None);
+            }
+            let mut meta = txn.open_table(META)?;
+            let id = meta
+                .get("next_collection_id")?
+                .and_then(|v| v.value().get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+                .unwrap_or(1);
+            meta.insert("next_collection_id", (id + 1).to_le_bytes().as_slice())?;
+            let record = make(id);
+            cols.insert(name, record.encode()?.as_slice())?;
+            let t = CollectionTables::new(id);
+            txn.open_table(t.docs())?;
+            txn.open_table(t.ids())?;
+            txn.open_table(t.states())?;
+            record
+        };
+        txn.commit()?;
+        Ok(Some(record))
+    }
+
+    /// Drops a collection's record and tables; `false` if there was none of that name.
+    pub(crate) fn drop_collection(&self, name: &str) -> Result<bool, StoreError> {
+        let Some(record) = self.collection(name)? else { return Ok(false) };
+        let t = CollectionTables::new(record.id);
+        let txn = self.db.begin_write()?;
+        txn.open_table(COLLECTIONS)?.remove(name)?;
+        txn.delete_table(t.docs())?;
+        txn.delete_table(t.ids())?;
+        txn.delete_table(t.states())?;
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// A consistent snapshot of one collection's tables.
+    pub(crate) fn read(&self, tables: &CollectionTables) -> Result<CollectionReader, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(CollectionReader {
+            docs: txn.open_table(tables.docs())?,
+            ids: txn.open_table(tables.ids())?,
+            states: txn.open_table(tables.states())?,
+        })
+    }
+
+    /// Runs `f` in one write transaction over a collection's tables and commits if it returns
+    /// `Ok`; on `Err` nothing is written. A non-`durable` commit may be lost by a crash (never
+    /// half of it) until the next durable one.
+    pub(crate) fn write<T, E: From<StoreError>>(
+        &self,
+        tables: &CollectionTables,
+        durable: bool,
+        f: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        if !durable {
+            txn.set_durability(redb::Durability::None).map_err(StoreError::from)?;
+        }
+        let out = {
+            let mut w = CollectionWriter {
+                docs: txn.open_table(tables.docs()).map_err(StoreError::from)?,
+                ids: txn.open_table(tables.ids()).map_err(StoreError::from)?,
+                states: txn.open_table(tables.states()).map_err(StoreError::from)?,
+                collections: txn.open_table(COLLECTIONS).map_err(StoreError::from)?,
+            };
+            f(&mut w)?
+        };
+        txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+}
+
+/// redb's builder with rwkvdb's settings.
+fn builder(cache_bytes: usize) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(cache_bytes);
+    b
+}
+
+fn open_error(e: redb::DatabaseError, path: &Path) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_path_buf() },
+        // redb reports a foreign file (bad magic) as InvalidData; other I/O errors stay I/O errors.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+            StoreError::Redb(redb::Error::Io(io))
+        }
+        other => StoreError::NotADatabase { path: path.to_path_buf(), reason: other.to_string() },
+    }
+}
+
+/// A read snapshot of one collection.
+pub(crate) struct CollectionReader {
+    docs: redb::ReadOnlyTable<u64, &'static [u8]>,
+    ids: redb::ReadOnlyTable<&'static str, u64>,
+    states: redb::ReadOnlyTable<(u64, u32), &'static [u8]>,
+}
+
+impl CollectionReader {
+    /// The key of the document with this id.
+    pub(crate) fn key_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.ids.get(id)?.map(|v| v.value()))
+    }
+
+    /// The document under `key`; a damaged record is a [`StoreError::Corrupt`].
+    pub(crate) fn doc(&self, key: u64) -> Result<Option<DocRecord>, StoreError> {
+        let Some(raw) = self.docs.get(key)? else { return Ok(None) };
+        DocRecord::decode(raw.value(), || format!("document key {key}")).map(Some)
+    }
+
+    /// Number of documents (id entries).
+    pub(crate) fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.ids.len()?)
+    }
+
+    /// The encoded state of document `key`, reassembled from its pieces.
+    pub(crate) fn state(&self, key: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        schema::get_state(&self.states, key)
+    }
+
+    /// Calls `f` with every document's key and stored bytes (decode with [`DocRecord::decode`]),
+    /// in key order.
+    pub(crate) fn for_each_doc<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for entry in self.docs.iter().map_err(StoreError::from)? {
+            let (k, v) = entry.map_err(StoreError::from)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every (id, document key) entry, in id order.
+    pub(crate) fn for_each_id<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&str, u64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for entry in self.ids.iter().map_err(StoreError::from)? {
+            let (k, v) = entry.map_err(StoreError::from)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// Total bytes of all stored state pieces.
+    pub(crate) fn state_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for entry in self.states.iter()? {
+            let (_, piece) = entry?;
+            total += piece.value().len() as u64;
+        }
+        Ok(total)
+    }
+}
+
+/// One collection's tables inside a write transaction (see [`Store::write`]).
+pub(crate) struct CollectionWriter<'t> {
+    docs: redb::Table<'t, u64, &'static [u8]>,
+    ids: redb::Table<'t, &'static str, u64>,
+    states: redb::Table<'t, (u64, u32), &'static [u8]>,
+    collections: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+impl CollectionWriter<'_> {
+    /// The key of the document with this id.
+    pub(crate) fn key_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.ids.get(id)?.map(|v| v.value()))
+    }
+
+    /// Stores a new document under `key` with its id entry and (optional) encoded state.
+    pub(crate) fn put_doc(&mut self, key: u64, doc: &DocRecord, state: Option<&[u8]>) -> Result<(), StoreError> {
+        self.docs.insert(key, doc.encode()?.as_slice())?;
+        self.ids.insert(doc.id.as_str(), key)?;
+        if let Some(blob) = state {
+            schema::put_state(&mut self.states, key, blob)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a document's record and state, not its id entry (see [`Self::remove_id`]).
+    pub(crate) fn remove_doc(&mut self, key: u64) -> Result<(), StoreError> {
+        self.docs.remove(key)?;
+        schema::remove_state(&mut self.states, key)
+    }
+
+    /// Removes an id entry; returns the key it pointed to.
+    pub(crate) fn remove_id(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.ids.remove(id)?.map(|v| v.value()))
+    }
+
+    /// Replaces the collection's record (its next key, after inserts).
+    pub(crate) fn put_record(&mut self, record: &CollectionRecord) -> Result<(), StoreError> {
+        self.collections.insert(record.name.as_str(), record.encode()?.as_slice())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Table definitions and the piecewise storage of state blobs.
+
+use redb::{ReadableTable, TableDefinition};
+
+use super::StoreError;
+
+/// `magic`, `format_version` (u32 LE), `next_collection_id` (u64 LE).
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("rwkvdb_meta");
+/// Collection name → encoded [`super::CollectionRecord`].
+pub(super) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections");
+/// Written into `META` under `magic`.
+pub(super) const MAGIC: &[u8] = b"rwkvdb";
+
+/// Largest piece of a state blob kept in one row. redb stores a value that outgrows a page in a
+/// run of 2^k pages, so a 700 KB blob in one row would occupy 1 MiB; pieces just under 16 KiB
+/// fill their pages and only the last, partial piece is rounded up (by at most 8 KiB).
+pub const STATE_CHUNK_BYTES: usize = 16 * 1024 - 256;
+
+/// Documents: key → encoded [`super::DocRecord`].
+pub(super) type DocsTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
+/// External id → document key.
+pub(super) type IdsTable<'a> = TableDefinition<'a, &'static str, u64>;
+/// (document key, piece number) → piece of the encoded state.
+pub(super) type StatesTable<'a> = TableDefinition<'a, (u64, u32), &'static [u8]>;
+
+/// Table names of one collection (`c{id}_docs`, `c{id}_ids`, `c{id}_state_chunks`).
+#[derive(Debug, Clone)]
+pub(crate) struct CollectionTables {
+    docs: String,
+    ids: String,
+    states: String,
+}
+
+impl CollectionTables {
+    /// The tables of collection `id`.
+    pub(crate) fn new(id: u64) -> Self {
+        Self { docs: format!("c{id}_docs"), ids: format!("c{id}_ids"), states: format!("c{id}_state_chunks") }
+    }
+    pub(super) fn docs(&self) -> DocsTable<'_> {
+        TableDefinition::new(&self.docs)
+    }
+    pub(super) fn ids(&self) -> IdsTable<'_> {
+        TableDefinition::new(&self.ids)
+    }
+    pub(super) fn states(&self) -> StatesTable<'_> {
+        TableDefinition::new(&self.states)
+    }
+}
+
+/// Writes a state blob in pieces of at most [`STATE_CHUNK_BYTES`] (replacing nothing: remove
+/// an old state first).
+pub(super) fn put_state(
+    table: &mut redb::Table<(u64, u32), &'static [u8]>,
+    key: u64,
+    blob: &[u8],
+) -> Result<(), StoreError> {
+    for (i, piece) in blob.chunks(STATE_CHUNK_BYTES).enumerate() {
+        let piece_no = u32::try_from(i).map_err(|_| StoreError::Unencodable {
+            what: format!("state of document key {key}"),
+            detail: "too many pieces".into(),
+        })?;
+        table.insert((key, piece_no), piece)?;
+    }
+    Ok(())
+}
+
+/// Reads a state blob back from its pieces; `None` when the document has no state.
+pub(super) fn get_state(
+    table: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    key: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut blob = Vec::new();
+    let mut pieces = 0;
+    for entry in table.range((key, 0)..=(key, u32::MAX))? {
+        let (_, piece) = entry?;
+        blob.extend_from_slice(piece.value());
+        pieces += 1;
+    }
+    Ok((pieces > 0).then_some(blob))
+}
+
+/// Removes every piece of a document's state.
+pub(super) fn remove_state(table: &mut redb::Table<(u64, u32), &'static [u8]>, key: u64) -> Result<(), StoreError> {
+    table.retain_in((key, 0)..=(key, u32::MAX), |_, _| false)?;
+    Ok(())
+}
