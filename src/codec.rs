@@ -121,8 +121,9 @@ impl Preset {
     pub const ALL: [Preset; 4] = [Preset::Balanced, Preset::Exact, Preset::Compact, Preset::Tiny];
 
     /// The preset's codec settings.
+    #[must_use]
     pub fn config(self) -> CodecConfig {
-        use Precision::*;
+        use Precision::{Int3, Int4, Int6, Int8, F16, F32};
         match self {
             Preset::Exact => CodecConfig { selected: F32, pass_through: F32, shift: F32, zstd_level: 1 },
             Preset::Balanced => CodecConfig { selected: F16, pass_through: Int8, shift: F16, zstd_level: 3 },
@@ -132,6 +133,7 @@ impl Preset {
     }
 
     /// Lower-case name.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Preset::Exact => "exact",
@@ -142,6 +144,7 @@ impl Preset {
     }
 
     /// Parses a name (case-insensitive).
+    #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s))
     }
@@ -220,6 +223,7 @@ impl StateCodec {
     }
 
     /// A stable description of format, settings and layer roles (part of the collection fingerprint).
+    #[must_use]
     pub fn fingerprint(&self) -> String {
         format!("rwst{FORMAT_VERSION}:{:?}:w{}:l{}:sel{:?}", self.config, self.width, self.layers, self.selected)
     }

@@ -39,7 +39,7 @@ pub fn weights(emb: &EmbedderWeights, rr: Option<&RerankerWeights>) -> String {
     let mut h = Xxh3::new();
     h.update(config_text(&emb.config).as_bytes());
     feed(&mut h, &emb.emb);
-    let blocks = emb.blocks.iter().chain(rr.map(|r| r.blocks.as_slice()).unwrap_or(&[]));
+    let blocks = emb.blocks.iter().chain(rr.map_or(&[][..], |r| r.blocks.as_slice()));
     for b in blocks {
         for m in b.mix.iter().chain(b.rkvo.iter()) {
             feed(&mut h, m);
@@ -84,7 +84,7 @@ pub fn collection(weights_hash: &str, cfg: &CollectionConfig, rt: &Runtime) -> S
     h.update(weights_hash.as_bytes());
     let tok = Tokenizer::world();
     h.update(format!("vocab:{}", tok.vocab_size()).as_bytes());
-    for id in 0..tok.vocab_size() as u32 + 1 {
+    for id in 0..=(tok.vocab_size() as u32) {
         if let Some(b) = tok.token_bytes(id) {
             h.update(b);
         }

@@ -20,7 +20,8 @@ pub fn gemm_gflops(n: usize, reps: usize, threads: usize) -> Result<f64, ModelEr
     let y = g.node("MatMul", &[&x, &w], &[]);
     g.output(&y, "y", ElemType::F32, &[Dim::Fixed(n as i64), Dim::Fixed(n as i64)]);
     let bytes = g.into_model(17, &[]);
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |t| t.get()) } else { threads };
+    let threads =
+        if threads == 0 { std::thread::available_parallelism().map_or(1, std::num::NonZero::get) } else { threads };
     let err = |e: ort::Error| ModelError::Ort(e.to_string());
     let mut session = Session::builder(&env)
         .map_err(err)?
@@ -32,7 +33,7 @@ pub fn gemm_gflops(n: usize, reps: usize, threads: usize) -> Result<f64, ModelEr
         .map_err(err)?;
     let input: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
     let mut best = f64::MAX;
-    for _ in 0..reps.max(1) + 1 {
+    for _ in 0..=reps.max(1) {
         let t = Tensor::from_array((vec![n, n], input.clone())).map_err(err)?;
         let start = Instant::now();
         let out = session.run(vec![("x", t)]).map_err(err)?;

@@ -1,15 +1,15 @@
 //! The ANN index: HNSW (`hnsw_rs`) over L2-normalised embeddings, cosine similarity.
 //!
 //! - Ids are the store's document keys (`u64`, used directly as `hnsw_rs` data ids).
-//! - hnsw_rs cannot remove points, so deletes are tombstones, skipped *inside* the search by
+//! - `hnsw_rs` cannot remove points, so deletes are tombstones, skipped *inside* the search by
 //!   its filter hook; so are metadata filters. A filtered query therefore still fills `k` hits
 //!   when `k` matching documents exist: if the graph search comes back short, it retries with a
 //!   wider beam and finally scans every vector exactly.
 //! - The index lives in memory and is rebuilt from the stored embeddings when a collection is
 //!   opened (nothing is re-embedded). A large collection opens with a *flat* index (exact scans,
-//!   recall 1) while the graph is built in the background ([`AnnIndex::with_graph_of`]);
+//!   recall 1) while the graph is built in the background ([`AnnIndex::flat`], [`AnnIndex::catch_up`]);
 //!   `docs/performance.md` has the measured times.
-//! - Distance: `1 - dot(a, b)` on unit vectors, clamped at 0 (hnsw_rs's own `DistDot` asserts
+//! - Distance: `1 - dot(a, b)` on unit vectors, clamped at 0 (`hnsw_rs`'s own `DistDot` asserts
 //!   on rounding), with an AVX2 kernel.
 
 use std::collections::HashSet;
@@ -27,7 +27,7 @@ pub const EXACT_BELOW: usize = 10_000;
 /// HNSW parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexParams {
-    /// Links per node (hnsw_rs allows up to 256).
+    /// Links per node (`hnsw_rs` allows up to 256).
     pub m: usize,
     /// Beam width while inserting.
     pub ef_construction: usize,
@@ -76,6 +76,7 @@ impl Distance<f32> for DotDistance {
 }
 
 /// Dot product with 16 independent accumulators (vectorises) or AVX2 + FMA when available.
+#[must_use]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -106,7 +107,7 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -142,11 +143,11 @@ pub struct AnnIndex {
     tombstones: RwLock<HashSet<u64>>,
     /// Keys ever inserted (live + tombstoned).
     inserted: RwLock<HashSet<u64>>,
-    /// Points the graph cannot reach (a search for their own vector misses them): hnsw_rs's
+    /// Points the graph cannot reach (a search for their own vector misses them): `hnsw_rs`'s
     /// pruning can leave a newly inserted outlier with no incoming link. They are scanned exactly
     /// on every search and merged in.
     orphans: RwLock<HashSet<u64>>,
-    /// Our own copy of the unit vectors, for exact scans. (Iterating hnsw_rs's points takes
+    /// Our own copy of the unit vectors, for exact scans. (Iterating `hnsw_rs`'s points takes
     /// nested read locks that deadlock against a concurrent insert, so the graph's copy is not
     /// used for that.)
     vectors: RwLock<Vectors>,
@@ -184,11 +185,13 @@ fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, IndexError> {
 
 impl AnnIndex {
     /// An empty index for `dim`-dimensional vectors.
+    #[must_use]
     pub fn new(dim: usize, params: IndexParams) -> Self {
         Self::empty(dim, params, true)
     }
 
     /// An empty flat index: it keeps the vectors and answers every search by an exact scan.
+    #[must_use]
     pub fn flat(dim: usize, params: IndexParams) -> Self {
         Self::empty(dim, params, false)
     }
@@ -269,7 +272,7 @@ impl AnnIndex {
         self.insert_batch(&[(key, embedding.to_vec())])
     }
 
-    /// Adds vectors (in parallel for larger batches). Keys must be fresh: hnsw_rs cannot replace
+    /// Adds vectors (in parallel for larger batches). Keys must be fresh: `hnsw_rs` cannot replace
     /// a point, so a new version of a document gets a new key (the store assigns one per write).
     pub fn insert_batch(&self, items: &[(u64, Vec<f32>)]) -> Result<(), IndexError> {
         let normed: Vec<(Vec<f32>, usize)> = items

@@ -1,6 +1,7 @@
 //! Process memory figures, for benchmarks and reports (Linux `/proc`; 0 elsewhere).
 
 /// Peak resident set size of this process so far (`VmHWM`), in MiB.
+#[must_use]
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status

@@ -115,14 +115,13 @@ impl Tokenizer {
             }
             let mut n = 0;
             for &b in t {
-                n = match tmp[n].children.get(&b) {
-                    Some(&c) => c,
-                    None => {
-                        tmp.push(Tmp { children: Default::default(), token: 0 });
-                        let c = tmp.len() - 1;
-                        tmp[n].children.insert(b, c);
-                        c
-                    }
+                n = if let Some(&c) = tmp[n].children.get(&b) {
+                    c
+                } else {
+                    tmp.push(Tmp { children: Default::default(), token: 0 });
+                    let c = tmp.len() - 1;
+                    tmp[n].children.insert(b, c);
+                    c
                 };
             }
             // A later id with the same bytes wins, as in the reference's dict.
@@ -155,11 +154,13 @@ impl Tokenizer {
     }
 
     /// Token ids of `text` (no EOS).
+    #[must_use]
     pub fn encode(&self, text: &str) -> Vec<u32> {
         self.encode_bytes(text.as_bytes())
     }
 
     /// Token ids of `text` followed by [`EOS_TOKEN`].
+    #[must_use]
     pub fn encode_with_eos(&self, text: &str) -> Vec<u32> {
         let mut ids = self.encode(text);
         ids.push(EOS_TOKEN);
@@ -167,6 +168,7 @@ impl Tokenizer {
     }
 
     /// Token ids of arbitrary bytes: greedy longest match.
+    #[must_use]
     pub fn encode_bytes(&self, bytes: &[u8]) -> Vec<u32> {
         let mut out = Vec::with_capacity(bytes.len() / 3 + 1);
         let mut pos = 0;
@@ -223,6 +225,7 @@ impl Tokenizer {
     }
 
     /// Number of regular tokens (ids 1..=65529 in the world vocabulary).
+    #[must_use]
     pub fn vocab_size(&self) -> usize {
         self.tokens.iter().skip(1).filter(|t| !t.is_empty()).count()
     }

@@ -13,7 +13,7 @@ pub enum CheckpointError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Neither a PyTorch zip checkpoint nor a safetensors file, or no state dict inside.
+    /// Neither a `PyTorch` zip checkpoint nor a safetensors file, or no state dict inside.
     #[error("not a model checkpoint (expected a PyTorch .pth state dict or a .safetensors file)")]
     NotACheckpoint,
     /// The zip container is damaged.

@@ -1,4 +1,4 @@
-//! Checkpoint files: PyTorch `.pth` (zip + pickle, read without executing any pickle code) and
+//! Checkpoint files: `PyTorch` `.pth` (zip + pickle, read without executing any pickle code) and
 //! `.safetensors`, loaded into a [`StateDict`] of `f32` tensors keyed by their official names.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::path::Path;
 /// A dense tensor converted to `f32`, row-major, with its original shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawTensor {
-    /// Dimensions, outermost first (PyTorch order).
+    /// Dimensions, outermost first (`PyTorch` order).
     pub shape: Vec<usize>,
     /// `shape.iter().product()` values, row-major.
     pub data: Vec<f32>,
@@ -15,17 +15,20 @@ pub struct RawTensor {
 
 impl RawTensor {
     /// Builds a tensor; `data.len()` must equal the product of `shape`.
+    #[must_use]
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         Self { shape, data }
     }
 
     /// Number of elements.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
     /// True when the tensor holds no element.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
@@ -56,6 +59,7 @@ pub struct StateDict {
 
 impl StateDict {
     /// Looks up a tensor by key.
+    #[must_use]
     pub fn get(&self, key: &str) -> Option<&RawTensor> {
         self.tensors.get(key)
     }

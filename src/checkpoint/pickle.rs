@@ -1,11 +1,11 @@
-//! A minimal pickle interpreter for PyTorch state dicts. It never executes code: the only
+//! A minimal pickle interpreter for `PyTorch` state dicts. It never executes code: the only
 //! "callables" are a short whitelist of constructors a state dict needs (`OrderedDict`,
 //! `_rebuild_tensor_v2`, `_rebuild_parameter`, storage types), evaluated as data. Anything else is
 //! an [`CheckpointError::UnsupportedGlobal`]. Allocation is bounded by the input size.
 
 use super::CheckpointError;
 
-/// Element type of a PyTorch storage.
+/// Element type of a `PyTorch` storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageDType {
     /// float32.
@@ -32,6 +32,7 @@ pub enum StorageDType {
 
 impl StorageDType {
     /// Bytes per element.
+    #[must_use]
     pub fn size(self) -> usize {
         match self {
             Self::F64 | Self::I64 => 8,
@@ -197,13 +198,10 @@ fn global(module: &str, name: &str, at: usize) -> Result<Value, CheckpointError>
     let allowed = matches!(
         (module, name),
         ("collections", "OrderedDict")
-            | ("torch._utils", "_rebuild_tensor_v2")
-            | ("torch._utils", "_rebuild_parameter")
-            | ("torch._utils", "_rebuild_parameter_with_state")
+            | ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_parameter" | "_rebuild_parameter_with_state")
             | ("torch._tensor", "_rebuild_from_type_v2")
-            | ("torch", "Tensor")
+            | ("torch", "Tensor" | "Size")
             | ("torch.nn.parameter", "Parameter")
-            | ("torch", "Size")
             | ("builtins", "dict")
             | ("torch.storage", "UntypedStorage")
     ) || (module == "torch" && StorageDType::from_storage_name(name).is_some());
@@ -252,7 +250,7 @@ fn reduce(callable: Value, args: Value, at: usize) -> Result<Value, CheckpointEr
                 stride: int_tuple(stride, "stride", at)?,
             }))
         }
-        ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             args.into_iter().next().ok_or_else(|| err(at, "_rebuild_parameter: no tensor"))
         }
         ("torch._tensor", "_rebuild_from_type_v2") => {
@@ -295,15 +293,15 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
             0x89 => m.push(Value::Bool(false))?,
             b'J' => {
                 let v = m.u32()? as i32;
-                m.push(Value::Int(i64::from(v)))?
+                m.push(Value::Int(i64::from(v)))?;
             }
             b'K' => {
                 let v = m.u8()?;
-                m.push(Value::Int(i64::from(v)))?
+                m.push(Value::Int(i64::from(v)))?;
             }
             b'M' => {
                 let v = m.u16()?;
-                m.push(Value::Int(i64::from(v)))?
+                m.push(Value::Int(i64::from(v)))?;
             }
             0x8a | 0x8b => {
                 let n = if op == 0x8a { m.u8()? as usize } else { m.u32()? as usize };
@@ -313,28 +311,28 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
                 let b = m.take(n)?;
                 let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
                 buf[..n].copy_from_slice(b);
-                m.push(Value::Int(i64::from_le_bytes(buf)))?
+                m.push(Value::Int(i64::from_le_bytes(buf)))?;
             }
             b'G' => {
                 let b = m.take(8)?;
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
-                m.push(Value::Float(f64::from_be_bytes(a)))?
+                m.push(Value::Float(f64::from_be_bytes(a)))?;
             }
             b'X' => {
                 let n = m.u32()? as usize;
                 let s = m.string(n)?;
-                m.push(Value::Str(s))?
+                m.push(Value::Str(s))?;
             }
             0x8c => {
                 let n = m.u8()? as usize;
                 let s = m.string(n)?;
-                m.push(Value::Str(s))?
+                m.push(Value::Str(s))?;
             }
             0x8d => {
                 let n = usize::try_from(m.u64()?).map_err(|_| err(at, "string too long"))?;
                 let s = m.string(n)?;
-                m.push(Value::Str(s))?
+                m.push(Value::Str(s))?;
             }
             b'C' | b'B' | 0x8e => {
                 let n = match op {
@@ -343,42 +341,42 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
                     _ => usize::try_from(m.u64()?).map_err(|_| err(at, "bytes too long"))?,
                 };
                 let b = m.take(n)?.to_vec();
-                m.push(Value::Bytes(b))?
+                m.push(Value::Bytes(b))?;
             }
             b'U' => {
                 let n = m.u8()? as usize;
                 let s = m.string(n)?;
-                m.push(Value::Str(s))?
+                m.push(Value::Str(s))?;
             }
             b'T' => {
                 let n = m.u32()? as usize;
                 let s = m.string(n)?;
-                m.push(Value::Str(s))?
+                m.push(Value::Str(s))?;
             }
             b'q' => {
                 let i = m.u8()?;
-                m.memoize(u32::from(i))?
+                m.memoize(u32::from(i))?;
             }
             b'r' => {
                 let i = m.u32()?;
-                m.memoize(i)?
+                m.memoize(i)?;
             }
             0x94 => {
                 let i = m.memo.len() as u32;
-                m.memoize(i)?
+                m.memoize(i)?;
             }
             b'h' => {
                 let i = m.u8()?;
-                m.get(u32::from(i))?
+                m.get(u32::from(i))?;
             }
             b'j' => {
                 let i = m.u32()?;
-                m.get(i)?
+                m.get(i)?;
             }
             b'c' => {
                 let module = m.line()?;
                 let name = m.line()?;
-                m.push(global(&module, &name, at)?)?
+                m.push(global(&module, &name, at)?)?;
             }
             0x93 => {
                 let name = m.pop()?;
@@ -386,11 +384,11 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
                 let (Value::Str(module), Value::Str(name)) = (module, name) else {
                     return Err(err(at, "STACK_GLOBAL needs two strings"));
                 };
-                m.push(global(&module, &name, at)?)?
+                m.push(global(&module, &name, at)?)?;
             }
             b't' => {
                 let items = m.pop_mark()?;
-                m.push(Value::Tuple(items))?
+                m.push(Value::Tuple(items))?;
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -398,11 +396,11 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
                     return Err(err(at, "stack underflow"));
                 }
                 let items = m.stack.split_off(m.stack.len() - n);
-                m.push(Value::Tuple(items))?
+                m.push(Value::Tuple(items))?;
             }
             b'l' => {
                 let items = m.pop_mark()?;
-                m.push(Value::List(items))?
+                m.push(Value::List(items))?;
             }
             b'd' => {
                 let items = m.pop_mark()?;
@@ -414,7 +412,7 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     pairs.push((k, v));
                 }
-                m.push(Value::Dict(pairs))?
+                m.push(Value::Dict(pairs))?;
             }
             b'a' => {
                 let v = m.pop()?;
@@ -453,12 +451,12 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
             b'R' => {
                 let args = m.pop()?;
                 let callable = m.pop()?;
-                m.push(reduce(callable, args, at)?)?
+                m.push(reduce(callable, args, at)?)?;
             }
             0x81 => {
                 let args = m.pop()?;
                 let cls = m.pop()?;
-                m.push(reduce(cls, args, at)?)?
+                m.push(reduce(cls, args, at)?)?;
             }
             b'b' => {
                 // BUILD sets attributes (e.g. an OrderedDict's `_metadata`); state dicts need none.
@@ -478,14 +476,14 @@ pub fn load(data: &[u8]) -> Result<Value, CheckpointError> {
                 let dtype = StorageDType::from_storage_name(tname)
                     .ok_or_else(|| CheckpointError::UnsupportedDType(tname.clone()))?;
                 let numel = as_u64(numel, "storage size", at)?;
-                m.push(Value::Storage(key.clone(), dtype, numel))?
+                m.push(Value::Storage(key.clone(), dtype, numel))?;
             }
             b'0' => {
                 m.pop()?;
             }
             b'2' => {
                 let v = m.top()?.clone();
-                m.push(v)?
+                m.push(v)?;
             }
             b'1' => {
                 m.pop_mark()?;

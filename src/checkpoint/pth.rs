@@ -1,4 +1,4 @@
-//! PyTorch `.pth` files: a zip archive with `<dir>/data.pkl` (the pickled state dict) and one
+//! `PyTorch` `.pth` files: a zip archive with `<dir>/data.pkl` (the pickled state dict) and one
 //! entry `<dir>/data/<key>` per storage.
 
 use std::io::{Read, Seek, Write};
@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use super::pickle::{self, StorageDType, TensorRef, Value};
 use super::{CheckpointError, RawTensor, StateDict, StoredDType};
 
-/// Largest tensor accepted (elements); far above any EmbeddingRWKV size, it only stops absurd headers.
+/// Largest tensor accepted (elements); far above any `EmbeddingRWKV` size, it only stops absurd headers.
 const MAX_ELEMENTS: u64 = 1 << 36;
 
 /// Reads a `.pth` archive from any seekable reader.
@@ -40,18 +40,17 @@ pub fn read<R: Read + Seek>(reader: R) -> Result<StateDict, CheckpointError> {
     for (key, value) in entries {
         match value {
             Value::Tensor(t) => {
-                let bytes = match cache.get(&t.key) {
-                    Some(b) => b.clone(),
-                    None => {
-                        let want = t.storage_len.checked_mul(t.dtype.size() as u64).filter(|&n| n <= MAX_ELEMENTS * 8);
-                        let want = want.ok_or_else(|| CheckpointError::TooLarge { key: key.clone() })?;
-                        let b = std::rc::Rc::new(read_entry(&mut zip, &format!("{prefix}data/{}", t.key), want)?);
-                        if (b.len() as u64) < want {
-                            return Err(CheckpointError::TensorOutOfBounds { key: key.clone() });
-                        }
-                        cache.insert(t.key.clone(), b.clone());
-                        b
+                let bytes = if let Some(b) = cache.get(&t.key) {
+                    b.clone()
+                } else {
+                    let want = t.storage_len.checked_mul(t.dtype.size() as u64).filter(|&n| n <= MAX_ELEMENTS * 8);
+                    let want = want.ok_or_else(|| CheckpointError::TooLarge { key: key.clone() })?;
+                    let b = std::rc::Rc::new(read_entry(&mut zip, &format!("{prefix}data/{}", t.key), want)?);
+                    if (b.len() as u64) < want {
+                        return Err(CheckpointError::TensorOutOfBounds { key: key.clone() });
                     }
+                    cache.insert(t.key.clone(), b.clone());
+                    b
                 };
                 let (shape, values) = gather(&key, &t, &bytes)?;
                 match t.dtype {

@@ -1,9 +1,9 @@
-//! Synthetic EmbeddingRWKV checkpoints in the official key layout, for tests and benchmarks.
+//! Synthetic `EmbeddingRWKV` checkpoints in the official key layout, for tests and benchmarks.
 //!
 //! Weights follow the initialisation recipe of the reference training code (token-shift
 //! mixing ramps, the decay-speed curve, `k_k = 0.85`, …), but matrices the recipe starts at zero
 //! get small random values, so every path of the network carries signal, as in a trained model.
-//! The generator is a seeded SplitMix64: the same configuration gives bit-identical files.
+//! The generator is a seeded `SplitMix64`: the same configuration gives bit-identical files.
 
 use super::{RawTensor, StateDict};
 
@@ -32,6 +32,7 @@ impl Default for SynthConfig {
 
 impl SynthConfig {
     /// Low-rank widths: given, or the reference's suggestions for this width.
+    #[must_use]
     pub fn lora_dims(&self) -> (usize, usize, usize, usize) {
         if let Some(d) = self.lora {
             return d;
@@ -43,7 +44,7 @@ impl SynthConfig {
     }
 }
 
-/// SplitMix64 with uniform floats built from the top 24 bits (exact, platform independent).
+/// `SplitMix64` with uniform floats built from the top 24 bits (exact, platform independent).
 struct Rng(u64);
 
 impl Rng {
@@ -140,6 +141,7 @@ impl Writer<'_> {
 }
 
 /// An embedder (`rwkv.*` + `head.*`) in the official layout.
+#[must_use]
 pub fn synth_embedder(cfg: &SynthConfig) -> StateDict {
     let mut rng = Rng(cfg.seed);
     let c = cfg.width;
@@ -159,6 +161,7 @@ pub fn synth_embedder(cfg: &SynthConfig) -> StateDict {
 }
 
 /// The paired reranker (`reranker.*` + `reranker_layer_idx`); seeded differently from the embedder.
+#[must_use]
 pub fn synth_reranker(cfg: &SynthConfig) -> StateDict {
     let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_8E8A_4E8E);
     let c = cfg.width;

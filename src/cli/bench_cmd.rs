@@ -155,7 +155,9 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     let mut embeddings = rt.embed(&seqs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
     for e in &mut embeddings {
         let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        e.iter_mut().for_each(|x| *x /= norm);
+        for x in e.iter_mut() {
+            *x /= norm;
+        }
     }
     let seqs: Vec<Vec<u32>> = pool_texts.iter().map(|t| tok.encode(&offline_document_text(t))).collect();
     let states = rt.prefix_states(&seqs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
@@ -257,7 +259,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
                 "state_bytes_per_doc": st.state_bytes_per_document, "doc_bytes_per_doc": st.doc_bytes_per_document}));
         }
         Database::compact_file(&path)?;
-        let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let file = std::fs::metadata(&path).map_or(0, |m| m.len());
         if let Some(Value::Object(row)) = bytes.last_mut() {
             row.insert("file_bytes_per_doc".into(), json!(file as f64 / n as f64));
         }
@@ -268,7 +270,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "doc_tokens": plan.doc_tokens,
         "model": {"layers": s.layers, "width": s.width, "reranker_layers": s.reranker_layers, "synthetic": true},
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         "insert": insert,
         "query": queries,
         "speedup": speedup,

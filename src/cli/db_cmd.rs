@@ -337,9 +337,9 @@ pub fn check(db: &DbArg, collection: Option<&str>, json: bool) -> CliResult {
 }
 
 pub fn compact(db: &DbArg) -> CliResult {
-    let before = std::fs::metadata(&db.db).map(|m| m.len()).unwrap_or(0);
+    let before = std::fs::metadata(&db.db).map_or(0, |m| m.len());
     Database::compact_file(&db.db)?;
-    let after = std::fs::metadata(&db.db).map(|m| m.len()).unwrap_or(0);
+    let after = std::fs::metadata(&db.db).map_or(0, |m| m.len());
     println!("compacted {}: {before} -> {after} bytes", db.db.display());
     Ok(())
 }

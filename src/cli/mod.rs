@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// rwkvdb: an embedded vector-and-state database for EmbeddingRWKV.
+/// rwkvdb: an embedded vector-and-state database for `EmbeddingRWKV`.
 #[derive(Parser)]
 #[command(name = "rwkvdb", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {

@@ -88,7 +88,7 @@ pub fn run(a: BenchArgs) -> CliResult {
     let states = rt.prefix_states(&refs)?;
     let query = with_eos(tokens(15, 999));
     let queries: Vec<&[u32]> = (0..100).map(|_| query.as_slice()).collect();
-    let batch = |_: ()| (0..100).map(|i| states[i % 4].clone()).collect::<Vec<_>>();
+    let batch = |(): ()| (0..100).map(|i| states[i % 4].clone()).collect::<Vec<_>>();
     rt.resume_and_score(batch(()), &queries)?;
     let t = Instant::now();
     rt.resume_and_score(batch(()), &queries)?;

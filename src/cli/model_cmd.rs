@@ -86,7 +86,7 @@ pub struct EvalArgs {
     /// Output JSON (`-` for stdout).
     #[arg(long, default_value = "-")]
     output: PathBuf,
-    /// Path to libonnxruntime.so (default: $ORT_DYLIB_PATH, then ./.ort).
+    /// Path to libonnxruntime.so (default: $`ORT_DYLIB_PATH`, then ./.ort).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
     /// Run on CUDA device N instead of the CPU (needs the `cuda` build feature).

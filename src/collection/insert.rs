@@ -4,6 +4,7 @@
 //! the writer lock is taken; writers serialise only on the commit.
 
 use std::collections::HashSet;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -113,15 +114,12 @@ impl Collection {
                     let mut starts = Vec::with_capacity(chunk.len());
                     let mut rests: Vec<&[u32]> = Vec::with_capacity(chunk.len());
                     for s in chunk {
-                        match prefix.find(s) {
-                            Some((len, st)) => {
-                                starts.push(st.clone());
-                                rests.push(&s[*len..]);
-                            }
-                            None => {
-                                starts.push(ModelState::zeros(rt.state_layers(), rt.config().width));
-                                rests.push(s);
-                            }
+                        if let Some((len, st)) = prefix.find(s) {
+                            starts.push(st.clone());
+                            rests.push(&s[*len..]);
+                        } else {
+                            starts.push(ModelState::zeros(rt.state_layers(), rt.config().width));
+                            rests.push(s);
                         }
                     }
                     for state in rt.resume_states(starts, &rests)? {
@@ -277,7 +275,9 @@ pub(super) fn normalise(v: &mut [f32]) -> std::result::Result<(), String> {
         return Err(format!("the embedding's squared length {squared} under- or overflows f32"));
     }
     let norm = squared.sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
+    for x in v.iter_mut() {
+        *x /= norm;
+    }
     Ok(())
 }
 
@@ -328,5 +328,8 @@ fn generate_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    b.iter().fold(String::with_capacity(32), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }

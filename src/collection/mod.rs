@@ -150,11 +150,11 @@ impl Collection {
         store: Arc<Store>,
         record: CollectionRecord,
         registry: Arc<ModelRegistry>,
-        loaded: Option<Arc<LoadedModel>>,
+        loaded: Option<&LoadedModel>,
         durable: bool,
     ) -> Result<Self> {
         let tables = CollectionTables::new(record.id);
-        let ready = loaded.as_deref().map(ReadyModel::new).transpose()?;
+        let ready = loaded.map(ReadyModel::new).transpose()?;
         let shape = match (&record.shape, &ready) {
             (Some(shape), _) => shape.clone(),
             (None, Some(m)) => ModelShape::of(&m.runtime),
@@ -198,16 +198,19 @@ impl Collection {
     }
 
     /// The collection's name.
+    #[must_use]
     pub fn name(&self) -> String {
         self.inner.record.read().name.clone()
     }
 
     /// The stored configuration.
+    #[must_use]
     pub fn config(&self) -> CollectionConfig {
         self.inner.record.read().config.clone()
     }
 
     /// Model fingerprint the collection was created with.
+    #[must_use]
     pub fn fingerprint(&self) -> String {
         self.inner.record.read().fingerprint.clone()
     }
@@ -218,6 +221,7 @@ impl Collection {
     }
 
     /// Whether the model has been loaded (it loads on the first insert, query or `runtime()`).
+    #[must_use]
     pub fn model_loaded(&self) -> bool {
         self.inner.model.ready.get().is_some()
     }

@@ -161,7 +161,7 @@ fn load_records(
             Ok(Some(record)) => out.push(Candidate { key, record, similarity }),
             Ok(None) => {}
             Err(e @ StoreError::Corrupt { .. }) => {
-                skipped.push(Skipped { id: format!("key {key}"), reason: e.to_string() })
+                skipped.push(Skipped { id: format!("key {key}"), reason: e.to_string() });
             }
             Err(e) => return Err(e.into()),
         }

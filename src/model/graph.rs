@@ -36,7 +36,7 @@ pub enum Tail {
     Rerank,
 }
 
-/// GroupNorm epsilon of the time-mix output (`1e-5 * head_size_divisor^2` with divisor 8).
+/// `GroupNorm` epsilon of the time-mix output (`1e-5 * head_size_divisor^2` with divisor 8).
 const LN_X_EPS: f32 = 64e-5;
 /// `exp(-0.5)`: decay = `exp(-exp(-0.5) * sigmoid(z))`.
 const DECAY_SCALE: f32 = 0.606_530_66;
@@ -85,7 +85,7 @@ impl<'g> Builder<'g> {
         self.g.node(op, inputs, &[])
     }
 
-    /// LayerNorm with the prepared affine `{name}.w`, `{name}.b`.
+    /// `LayerNorm` with the prepared affine `{name}.w`, `{name}.b`.
     fn layer_norm(&mut self, x: &str, name: &str, eps: f32) -> Result<String, ModelError> {
         let w = self.w(&format!("{name}.w"))?;
         let b = self.w(&format!("{name}.b"))?;
@@ -158,7 +158,7 @@ impl<'g> Builder<'g> {
     }
 
     /// One block's time mix (block weights under the name prefix `p`). Returns (output to add
-    /// to the residual, ln1 output, new WKV state, v_first).
+    /// to the residual, ln1 output, new WKV state, `v_first`).
     fn time_mix(
         &mut self,
         p: &str,

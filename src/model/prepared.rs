@@ -52,6 +52,7 @@ impl Precision {
     pub const ALL: [Precision; 3] = [Precision::F32, Precision::Int8, Precision::Int4];
 
     /// The name used in configs and on the command line.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
@@ -61,11 +62,13 @@ impl Precision {
     }
 
     /// Parses a name from [`Precision::name`].
+    #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name() == s)
     }
 
     /// Bits per quantized weight; `None` for f32.
+    #[must_use]
     pub fn bits(self) -> Option<u32> {
         match self {
             Precision::F32 => None,
@@ -137,7 +140,7 @@ pub struct TensorInfo {
 /// What a prepared model holds besides its tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreparedMeta {
-    /// Layout version ([`FORMAT_VERSION`]).
+    /// Layout version (the prepared-weights format version).
     pub format: u32,
     /// What it was built from (checkpoint content hashes + precision; empty when built in memory).
     pub source_key: String,
@@ -178,7 +181,7 @@ impl std::fmt::Debug for PreparedModel {
             .field("tensors", &self.meta.tensors.len())
             .field("bytes", &self.bytes().len())
             .field("mapped_file", &matches!(self.backing, Backing::File(_)))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,7 +196,7 @@ struct Source<'a> {
 
 fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, c: usize, ffn: usize) {
     let mut vec = |name: &str, data: &'a [f32]| {
-        out.push(Source { name: format!("{prefix}{name}"), dims: vec![data.len()], data, matrix: None })
+        out.push(Source { name: format!("{prefix}{name}"), dims: vec![data.len()], data, matrix: None });
     };
     vec("ln1.w", &b.ln1.0);
     vec("ln1.b", &b.ln1.1);
@@ -215,7 +218,7 @@ fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, 
     out.push(Source { name: format!("{prefix}r_k"), dims: vec![c / 64, 64], data: &b.r_k, matrix: None });
     // Low-rank projections stay f32: they are a few percent of the work and the decay is sensitive.
     let mut lora = |name: &str, data: &'a [f32], rows: usize| {
-        out.push(Source { name: format!("{prefix}{name}"), dims: vec![rows, data.len() / rows], data, matrix: None })
+        out.push(Source { name: format!("{prefix}{name}"), dims: vec![rows, data.len() / rows], data, matrix: None });
     };
     lora("w1", &b.w.1, c);
     lora("w2", &b.w.2, b.w.2.len() / c);
@@ -228,7 +231,7 @@ fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, 
         lora("v2", &v.2, v.2.len() / c);
     }
     let mut matrix = |name: &str, data: &'a [f32], k: usize, n: usize| {
-        out.push(Source { name: format!("{prefix}{name}"), dims: vec![k, n], data, matrix: Some((k, n)) })
+        out.push(Source { name: format!("{prefix}{name}"), dims: vec![k, n], data, matrix: Some((k, n)) });
     };
     for (name, m) in ["att.r", "att.k", "att.v", "att.o"].iter().zip(&b.rkvo) {
         matrix(name, m, c, c);
@@ -430,31 +433,37 @@ impl PreparedModel {
     }
 
     /// The metadata.
+    #[must_use]
     pub fn meta(&self) -> &PreparedMeta {
         &self.meta
     }
 
     /// Whether the bytes come from a mapped cache file (else: built in this process).
+    #[must_use]
     pub fn is_mapped(&self) -> bool {
         matches!(self.backing, Backing::File(_))
     }
 
     /// Looks up a tensor.
+    #[must_use]
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.by_name.get(name).map(|&i| &self.meta.tensors[i])
     }
 
     /// The bytes of a tensor.
+    #[must_use]
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
         &self.bytes()[self.data_start + t.offset..self.data_start + t.offset + t.len]
     }
 
     /// Offset of a tensor from the start of the whole buffer.
+    #[must_use]
     pub fn absolute_offset(&self, t: &TensorInfo) -> usize {
         self.data_start + t.offset
     }
 
     /// The whole buffer (the cache file's bytes).
+    #[must_use]
     pub fn buffer(&self) -> &[u8] {
         self.bytes()
     }
@@ -467,6 +476,7 @@ impl PreparedModel {
     }
 
     /// Bytes of all tensors.
+    #[must_use]
     pub fn weight_bytes(&self) -> usize {
         self.meta.tensors.iter().map(|t| t.len).sum()
     }

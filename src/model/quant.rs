@@ -146,7 +146,7 @@ mod tests {
         }
     }
 
-    /// `x @ W` through ONNX Runtime's MatMulNBits (accuracy level 0: f32 arithmetic on the
+    /// `x @ W` through ONNX Runtime's `MatMulNBits` (accuracy level 0: f32 arithmetic on the
     /// dequantized weights), against the same product computed here. (8-bit weights are a plain
     /// `[K, N]` int8 matrix; the model-level test below covers them.)
     #[test]

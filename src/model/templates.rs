@@ -1,4 +1,4 @@
-//! The text templates of EmbeddingRWKV's reranker (the official README's online and offline
+//! The text templates of `EmbeddingRWKV`'s reranker (the official README's online and offline
 //! forms). Every place that builds or recognises one uses these: the insert path, the query
 //! path, the template-prefix state cache, `model eval` and the collection fingerprint.
 
@@ -17,16 +17,19 @@ pub const RERANK_INSTRUCTION: &str = instruction!();
 pub const OFFLINE_DOCUMENT_PREFIX: &str = concat!(instruction!(), "Document: ");
 
 /// Online rerank text: instruction, document and query in one sequence (EOS appended).
+#[must_use]
 pub fn online_text(document: &str, query: &str) -> String {
     format!("{OFFLINE_DOCUMENT_PREFIX}{document}\nQuery: {query}")
 }
 
 /// Offline index text of a document (no EOS: the query continues it later).
+#[must_use]
 pub fn offline_document_text(document: &str) -> String {
     format!("{OFFLINE_DOCUMENT_PREFIX}{document}\n")
 }
 
 /// Offline query text that resumes a document state (EOS appended).
+#[must_use]
 pub fn offline_query_text(query: &str) -> String {
     format!("Query: {query}")
 }

@@ -5,7 +5,7 @@
 //! Where: `$RWKVDB_CACHE_DIR` if set (an empty value or `off` disables the cache), else
 //! `$XDG_CACHE_HOME/rwkvdb`, else `~/.cache/rwkvdb`. Each file is named
 //! `<key>-<precision>.rwkvw`, where the key hashes the checkpoints' bytes (xxh3-128), the
-//! precision and [`FORMAT_VERSION`]: editing or replacing a checkpoint changes the key. Deleting
+//! precision and the prepared-weights format version: editing or replacing a checkpoint changes the key. Deleting
 //! the directory (or `rwkvdb model cache --clear`) is always safe.
 //!
 //! A file is written under a temporary name, synced, then renamed into place, so a reader never

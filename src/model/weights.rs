@@ -2,7 +2,7 @@
 //! from tensor shapes and every tensor's shape checked.
 //!
 //! Matrices are stored in the orientation the graphs multiply with (`x @ W`, `[in, out]`):
-//! PyTorch `Linear` weights (`[out, in]`) are transposed on load.
+//! `PyTorch` `Linear` weights (`[out, in]`) are transposed on load.
 
 use crate::checkpoint::{CheckpointError, RawTensor, StateDict};
 
@@ -45,9 +45,9 @@ pub type LowRank = (Vec<f32>, Vec<f32>, Vec<f32>);
 /// One RWKV-7 block: time mix (attention-like) and channel mix (MLP-like).
 #[derive(Debug, Clone)]
 pub struct BlockWeights {
-    /// Pre-time-mix LayerNorm.
+    /// Pre-time-mix `LayerNorm`.
     pub ln1: (Vec<f32>, Vec<f32>),
-    /// Pre-channel-mix LayerNorm.
+    /// Pre-channel-mix `LayerNorm`.
     pub ln2: (Vec<f32>, Vec<f32>),
     /// Token-shift mixing coefficients `x_r, x_w, x_k, x_v, x_a, x_g`, each `[C]`.
     pub mix: [Vec<f32>; 6],
@@ -67,7 +67,7 @@ pub struct BlockWeights {
     pub r_k: Vec<f32>,
     /// Receptance, key, value, output matrices `[C, C]` (`x @ W` orientation).
     pub rkvo: [Vec<f32>; 4],
-    /// GroupNorm affine after WKV `[C]`.
+    /// `GroupNorm` affine after WKV `[C]`.
     pub ln_x: (Vec<f32>, Vec<f32>),
     /// Channel-mix token-shift coefficient `[C]`.
     pub ffn_x_k: Vec<f32>,
@@ -77,18 +77,18 @@ pub struct BlockWeights {
     pub ffn_value: Vec<f32>,
 }
 
-/// The residual MLP + LayerNorm head that turns a pooled hidden state into an embedding.
+/// The residual MLP + `LayerNorm` head that turns a pooled hidden state into an embedding.
 #[derive(Debug, Clone)]
 pub struct HeadWeights {
     /// `fc1` `[C, C]` (`x @ W` orientation).
     pub fc1: Vec<f32>,
     /// `fc2` `[C, C]`.
     pub fc2: Vec<f32>,
-    /// LayerNorm affine.
+    /// `LayerNorm` affine.
     pub norm: (Vec<f32>, Vec<f32>),
 }
 
-/// An EmbeddingRWKV embedder.
+/// An `EmbeddingRWKV` embedder.
 #[derive(Debug, Clone)]
 pub struct EmbedderWeights {
     /// Inferred shapes.
@@ -97,7 +97,7 @@ pub struct EmbedderWeights {
     pub emb: Vec<f32>,
     /// The blocks, in order.
     pub blocks: Vec<BlockWeights>,
-    /// Final LayerNorm.
+    /// Final `LayerNorm`.
     pub ln_out: (Vec<f32>, Vec<f32>),
     /// Retrieval head (`head.retr_head`).
     pub retr_head: HeadWeights,
@@ -116,7 +116,7 @@ pub struct RerankerWeights {
     pub token: Vec<f32>,
     /// The reranker's own blocks.
     pub blocks: Vec<BlockWeights>,
-    /// Final LayerNorm.
+    /// Final `LayerNorm`.
     pub ln_out: (Vec<f32>, Vec<f32>),
     /// Head: `Linear(C, C)` weight `[C, C]` (`x @ W`), bias `[C]`, then tanh, then `[C]` to a logit.
     pub head: (Vec<f32>, Vec<f32>, Vec<f32>),
@@ -153,7 +153,7 @@ impl<'a> Keys<'a> {
         Ok(t.data.clone())
     }
 
-    /// Fetches a PyTorch `Linear` weight stored `[out, in]` and returns it as `[in, out]`.
+    /// Fetches a `PyTorch` `Linear` weight stored `[out, in]` and returns it as `[in, out]`.
     fn linear(&self, key: &str, input: usize, output: usize) -> Result<Vec<f32>, CheckpointError> {
         let w = self.get(key, &[output, input])?;
         Ok(transpose(&w, output, input))
@@ -183,6 +183,7 @@ impl<'a> Keys<'a> {
 }
 
 /// Transposes a row-major `[rows, cols]` matrix.
+#[must_use]
 pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; m.len()];
     for r in 0..rows {
@@ -193,7 +194,8 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// LayerNorm of one row, eps 1e-5 (PyTorch's default).
+/// `LayerNorm` of one row, eps 1e-5 (`PyTorch`'s default).
+#[must_use]
 pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let n = x.len() as f64;
     let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
@@ -247,7 +249,7 @@ fn load_block(
     })
 }
 
-/// Infers `(heads, width, lora, ffn)` from block 0 (and block 1 for the value LoRA).
+/// Infers `(heads, width, lora, ffn)` from block 0 (and block 1 for the value `LoRA`).
 fn infer_block_shapes(k: &Keys, n_blocks: usize) -> Result<(usize, usize, LoraDims, usize), CheckpointError> {
     let heads = k.dim("blocks.0.att.r_k", 0)?;
     let hs = k.dim("blocks.0.att.r_k", 1)?;
@@ -305,6 +307,7 @@ impl EmbedderWeights {
     }
 
     /// Non-embedding parameter count (what each token multiplies through).
+    #[must_use]
     pub fn matmul_params(&self) -> usize {
         let c = &self.config;
         let per_block = 4 * c.width * c.width
@@ -350,6 +353,7 @@ impl RerankerWeights {
     }
 
     /// Highest embedder layer whose state the reranker reads.
+    #[must_use]
     pub fn max_layer(&self) -> usize {
         self.layer_idx.iter().copied().max().unwrap_or(0)
     }

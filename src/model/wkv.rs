@@ -88,14 +88,18 @@ macro_rules! wkv_step_body {
 /// Portable version: plain multiply-add (a fused `mul_add` is a slow library call without FMA
 /// hardware).
 fn step_generic(state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
-    wkv_step_body!(state, x, y, |a: f32, b: f32, c: f32| a * b + c)
+    wkv_step_body!(state, x, y, |a: f32, b: f32, c: f32| a * b + c);
 }
 
 /// AVX2 + FMA: each 64-wide row is 8 registers; the dot products keep 8 partial sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn step_avx2(state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
-    use std::arch::x86_64::*;
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32,
+        _mm_movehl_ps, _mm_shuffle_ps,
+    };
     if state.len() < N * N || y.len() < N || [x.r, x.decay, x.k, x.v, x.a, x.b].iter().any(|s| s.len() < N) {
         return;
     }
@@ -162,7 +166,7 @@ pub fn step(isa: Isa, state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
         // is a cached flag, negligible next to a 64x64 step).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") => unsafe {
-            step_avx2(state, x, y)
+            step_avx2(state, x, y);
         },
         _ => step_generic(state, x, y),
     }
@@ -308,7 +312,7 @@ mod tests {
     fn vectorised_step_matches_naive_recurrence() {
         let mut seed = 7u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
         for isa in [detect_isa(), Isa::Generic] {
