@@ -66,7 +66,7 @@ pub(crate) struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    fn new(opts: &OpenOptions) -> Self {
+    pub(crate) fn new(opts: &OpenOptions) -> Self {
         Self {
             runtime: opts.runtime.clone(),
             model_paths: opts.model_paths.clone(),
@@ -177,7 +177,7 @@ impl Database {
                 shape: Some(shape),
             })?
             .ok_or_else(|| Error::CollectionExists(name.to_string()))?;
-        let c = Collection::open(self.store.clone(), record, self.models.clone(), Some(model), self.opts.durable)?;
+        let c = Collection::open(self.store.clone(), record, self.models.clone(), Some(&model), self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -192,7 +192,7 @@ impl Database {
         let record = self.store.collection(name)?.ok_or_else(|| Error::NoSuchCollection(name.to_string()))?;
         // Collections from before the shape was recorded need the model to open.
         let model = if record.shape.is_none() { Some(self.models.load_checked(&record)?) } else { None };
-        let c = Collection::open(self.store.clone(), record, self.models.clone(), model, self.opts.durable)?;
+        let c = Collection::open(self.store.clone(), record, self.models.clone(), model.as_deref(), self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
     }

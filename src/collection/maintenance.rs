@@ -88,17 +88,14 @@ impl Collection {
                 }
             }
             if let Some(codec) = &inner.codec {
-                match r.state(key)? {
-                    Some(blob) => {
-                        if let Err(e) = codec.decode(&blob) {
-                            report.problems.push(format!("state of document {id:?}: {e}"));
-                            damaged = true;
-                        }
-                    }
-                    None => {
-                        report.problems.push(format!("document {id:?} has no state"));
+                if let Some(blob) = r.state(key)? {
+                    if let Err(e) = codec.decode(&blob) {
+                        report.problems.push(format!("state of document {id:?}: {e}"));
                         damaged = true;
                     }
+                } else {
+                    report.problems.push(format!("document {id:?} has no state"));
+                    damaged = true;
                 }
             }
             if !ids_by_key.contains_key(&key) {
@@ -203,4 +200,70 @@ impl Collection {
 fn indexable(v: &[f32], dim: usize) -> bool {
     let norm: f32 = v.iter().map(|x| x * x).sum();
     v.len() == dim && v.iter().all(|x| x.is_finite()) && (0.5..2.0).contains(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::db::ModelRegistry;
+    use crate::model::ModelShape;
+    use crate::store::{CollectionConfig, CollectionRecord, CollectionTables, DocRecord, Store};
+    use crate::{Collection, OpenOptions};
+
+    /// Records whose embedding the index cannot hold (written past the insert checks, as a
+    /// damaged or foreign file could hold them) are left out of the index and reported; the
+    /// collection still opens, and its good documents are indexed. No model is needed.
+    #[test]
+    fn unindexable_records_do_not_make_a_collection_unopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db.redb"), true, 1 << 20).unwrap());
+        let shape =
+            ModelShape { width: 4, layers: 1, state_layers: 0, reranker_layers: Vec::new(), has_reranker: false };
+        let record = store
+            .create_collection("c", |id| CollectionRecord {
+                id,
+                name: "c".into(),
+                config: CollectionConfig::new("/absent/emb.pth", None),
+                fingerprint: "f".into(),
+                next_key: 10,
+                shape: Some(shape),
+            })
+            .unwrap()
+            .unwrap();
+        let doc = |id: &str, embedding: Vec<f32>| DocRecord {
+            id: id.into(),
+            text: format!("text of {id}"),
+            metadata: "null".into(),
+            embedding,
+            tokens: 3,
+        };
+        let docs = [
+            doc("good", vec![0.6, 0.8, 0.0, 0.0]),
+            doc("zero", vec![0.0; 4]),
+            doc("nan", vec![f32::NAN, 0.0, 0.0, 1.0]),
+            doc("short", vec![1.0, 0.0]),
+            doc("unnormalised", vec![3.0, 4.0, 0.0, 0.0]),
+        ];
+        store
+            .write(&CollectionTables::new(record.id), true, |w| {
+                for (key, d) in (1..).zip(&docs) {
+                    w.put_doc(key, d, None)?;
+                }
+                Ok::<_, crate::Error>(())
+            })
+            .unwrap();
+        let registry = Arc::new(ModelRegistry::new(&OpenOptions::default()));
+        let c = Collection::open(store, record, registry, None, true).unwrap();
+        assert_eq!(c.count().unwrap(), 5);
+        let stats = c.stats().unwrap();
+        assert_eq!(stats.index_entries, 1);
+        let report = c.check().unwrap();
+        let mut damaged = report.damaged_ids.clone();
+        damaged.sort();
+        assert_eq!(damaged, ["nan", "short", "unnormalised", "zero"], "{:?}", report.problems);
+        assert!(report.problems.iter().any(|p| p.contains("\"zero\"") && p.contains("cannot be indexed")));
+        assert_eq!(c.get("good").unwrap().unwrap().text, "text of good");
+        assert!(!c.model_loaded());
+    }
 }

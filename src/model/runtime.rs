@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewD, Axis};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -32,7 +33,7 @@ use crate::tokenizer::EOS_TOKEN;
 /// Options for building a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Path of `libonnxruntime.so`; `None` searches the usual places (see [`ort_env`]).
+    /// Path of `libonnxruntime.so`; `None` searches `$ORT_DYLIB_PATH`, the source tree's `.ort/` (filled by `scripts/setup-ort`), then the executable's folder.
     pub ort_library: Option<std::path::PathBuf>,
     /// Execution provider.
     pub device: Device,
@@ -166,8 +167,11 @@ impl Runtime {
         n: usize,
         packed: &ort::session::builder::PrepackedWeights,
     ) -> Result<SessionPool, ModelError> {
-        let threads =
-            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            opts.threads
+        };
         // Debug aid: RWKVDB_DUMP_ONNX=<dir> writes the emitted graphs there.
         if let Some(dir) = std::env::var_os("RWKVDB_DUMP_ONNX") {
             let name = format!("graph-{}.onnx", graph.bytes.len());
@@ -402,7 +406,8 @@ impl Runtime {
         let BatchJob { layers, tail, keep_states, batch } = job;
         let c = self.config.width;
         let wkv_len = c * HEAD_SIZE;
-        let emb_table = self.prepared.f32s("emb")?;
+        let emb_table = ArrayView2::from_shape((self.config.vocab, c), self.prepared.f32s("emb")?)
+            .map_err(|e| ModelError::PreparedWeights(format!("embedding table: {e}")))?;
         let mut pos = vec![0usize; batch.len()];
         loop {
             let active: Vec<usize> = (0..batch.len()).filter(|&i| pos[i] < seqs[batch[i]].len()).collect();
@@ -411,50 +416,46 @@ impl Runtime {
             }
             let n = active.len();
             let t = active.iter().map(|&i| seqs[batch[i]].len() - pos[i]).max().unwrap_or(1).min(self.chunk_tokens);
-            let mut x = vec![0.0f32; n * t * c];
-            let mut lengths = Vec::with_capacity(n);
-            let mut last_index = Vec::with_capacity(n);
+            // Inputs: token embeddings `x [n, t, C]` (rows padded with zeros past their length),
+            // each row's length and the flat index of its last token, and per layer the
+            // carried states `[n, C]`, `[n, C]`, `[n, H, 64, 64]`.
+            let mut x = Array3::<f32>::zeros((n, t, c));
+            let mut lengths = Array1::<i64>::zeros(n);
+            let mut last_index = Array1::<i64>::zeros(n);
             for (row, &i) in active.iter().enumerate() {
-                let s = seqs[batch[i]];
-                let len = (s.len() - pos[i]).min(t);
-                for (step, &tok) in s[pos[i]..pos[i] + len].iter().enumerate() {
-                    let src = &emb_table[tok as usize * c..(tok as usize + 1) * c];
-                    x[(row * t + step) * c..(row * t + step + 1) * c].copy_from_slice(src);
+                let seq = &seqs[batch[i]][pos[i]..];
+                let len = seq.len().min(t);
+                for (step, &tok) in seq[..len].iter().enumerate() {
+                    x.slice_mut(s![row, step, ..]).assign(&emb_table.row(tok as usize));
                 }
-                lengths.push(len as i64);
-                last_index.push((row * t + len - 1) as i64);
+                lengths[row] = len as i64;
+                last_index[row] = (row * t + len - 1) as i64;
             }
             let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::with_capacity(3 + 3 * layers);
-            let tensor = |shape: Vec<usize>, data: Vec<f32>| -> Result<ort::session::SessionInputValue, ModelError> {
-                Ok(Tensor::from_array((shape, data)).map_err(ort_err("input tensor"))?.into())
-            };
-            inputs.push((io::X.into(), tensor(vec![n, t, c], x)?));
-            inputs.push((
-                io::LENGTHS.into(),
-                Tensor::from_array((vec![n], lengths.clone())).map_err(ort_err("lengths"))?.into(),
-            ));
-            inputs.push((
-                io::LAST_INDEX.into(),
-                Tensor::from_array((vec![n], last_index)).map_err(ort_err("last_index"))?.into(),
-            ));
+            inputs.push((io::X.into(), Tensor::from_array(x).map_err(ort_err("x"))?.into()));
+            inputs.push((io::LENGTHS.into(), Tensor::from_array(lengths.clone()).map_err(ort_err("lengths"))?.into()));
+            inputs.push((io::LAST_INDEX.into(), Tensor::from_array(last_index).map_err(ort_err("last_index"))?.into()));
             for l in 0..layers {
-                let mut a = Vec::with_capacity(n * c);
-                let mut f = Vec::with_capacity(n * c);
-                let mut w = Vec::with_capacity(n * wkv_len);
-                for &i in &active {
-                    let st = &states[batch[i]];
-                    a.extend_from_slice(&st.att_shift[l * c..(l + 1) * c]);
-                    f.extend_from_slice(&st.ffn_shift[l * c..(l + 1) * c]);
-                    w.extend_from_slice(&st.wkv[l * wkv_len..(l + 1) * wkv_len]);
+                let mut a = Array2::<f32>::zeros((n, c));
+                let mut f = Array2::<f32>::zeros((n, c));
+                let mut w = Array2::<f32>::zeros((n, wkv_len));
+                for (row, &i) in active.iter().enumerate() {
+                    let (sa, sf, sw) = states[batch[i]].layer(l);
+                    a.row_mut(row).assign(&ArrayView1::from(sa));
+                    f.row_mut(row).assign(&ArrayView1::from(sf));
+                    w.row_mut(row).assign(&ArrayView1::from(sw));
                 }
-                inputs.push((io::att_shift(l), tensor(vec![n, c], a)?));
-                inputs.push((io::ffn_shift(l), tensor(vec![n, c], f)?));
-                inputs.push((io::wkv(l), tensor(vec![n, self.config.heads, HEAD_SIZE, HEAD_SIZE], w)?));
+                let w = w
+                    .into_shape_with_order((n, self.config.heads, HEAD_SIZE, HEAD_SIZE))
+                    .map_err(|e| ModelError::Ort(format!("wkv input shape: {e}")))?;
+                inputs.push((io::att_shift(l), Tensor::from_array(a).map_err(ort_err("att_shift"))?.into()));
+                inputs.push((io::ffn_shift(l), Tensor::from_array(f).map_err(ort_err("ffn_shift"))?.into()));
+                inputs.push((io::wkv(l), Tensor::from_array(w).map_err(ort_err("wkv"))?.into()));
             }
             let outputs = session.run(inputs).map_err(ort_err("running graph"))?;
-            let get = |name: &str| -> Result<&[f32], ModelError> {
+            let get = |name: &str| -> Result<ArrayViewD<'_, f32>, ModelError> {
                 let v = outputs.get(name).ok_or_else(|| ModelError::Ort(format!("graph has no output {name}")))?;
-                Ok(v.try_extract_tensor::<f32>().map_err(ort_err(name))?.1)
+                v.try_extract_array::<f32>().map_err(ort_err(name))
             };
             // States are copied back only where someone reads them: rows that continue in the
             // next chunk, or all rows when the caller wants the final states.
@@ -467,28 +468,40 @@ impl Runtime {
                 if !needed.iter().any(|&n| n) {
                     break;
                 }
-                let a = get(&io::att_shift_out(l))?;
-                let f = get(&io::ffn_shift_out(l))?;
-                let w = get(&io::wkv_out(l))?;
+                let (a, f, w) = (get(&io::att_shift_out(l))?, get(&io::ffn_shift_out(l))?, get(&io::wkv_out(l))?);
                 for (row, &i) in active.iter().enumerate().filter(|(row, _)| needed[*row]) {
-                    let st = &mut states[batch[i]];
-                    st.att_shift[l * c..(l + 1) * c].copy_from_slice(&a[row * c..(row + 1) * c]);
-                    st.ffn_shift[l * c..(l + 1) * c].copy_from_slice(&f[row * c..(row + 1) * c]);
-                    st.wkv[l * wkv_len..(l + 1) * wkv_len].copy_from_slice(&w[row * wkv_len..(row + 1) * wkv_len]);
+                    let (sa, sf, sw) = states[batch[i]].layer_mut(l);
+                    copy_row(&a, row, sa)?;
+                    copy_row(&f, row, sf)?;
+                    copy_row(&w, row, sw)?;
                 }
             }
-            let tail_data = get(tail.output())?;
-            let per_row = tail_data.len() / n;
+            let tail_out = get(tail.output())?;
             for (row, &i) in active.iter().enumerate() {
                 pos[i] += lengths[row] as usize;
                 if pos[i] == seqs[batch[i]].len() {
-                    let v = &tail_data[row * per_row..(row + 1) * per_row];
-                    tails[batch[i]] =
-                        if tail == Tail::Rerank { TailValue::Scalar(v[0]) } else { TailValue::Vector(v.to_vec()) };
+                    let v = tail_out.index_axis(Axis(0), row);
+                    tails[batch[i]] = match tail {
+                        Tail::Rerank => TailValue::Scalar(v.iter().next().copied().unwrap_or(f32::NAN)),
+                        Tail::Embedding => TailValue::Vector(v.iter().copied().collect()),
+                    };
                 }
             }
         }
     }
+}
+
+/// Copies row `row` of a graph output (`[n, ...]`) into `dst`, which must hold exactly one row.
+fn copy_row(out: &ArrayViewD<'_, f32>, row: usize, dst: &mut [f32]) -> Result<(), ModelError> {
+    let src = out.index_axis(Axis(0), row);
+    if src.len() != dst.len() {
+        return Err(ModelError::Ort(format!("graph output row of {} values, {} expected", src.len(), dst.len())));
+    }
+    match src.as_slice() {
+        Some(s) => dst.copy_from_slice(s),
+        None => dst.iter_mut().zip(src.iter()).for_each(|(d, s)| *d = *s),
+    }
+    Ok(())
 }
 
 /// What one batch run computes.

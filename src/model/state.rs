@@ -20,6 +20,7 @@ pub struct ModelState {
 
 impl ModelState {
     /// The all-zero state every sequence starts from.
+    #[must_use]
     pub fn zeros(layers: usize, width: usize) -> Self {
         Self {
             layers,
@@ -28,5 +29,22 @@ impl ModelState {
             ffn_shift: vec![0.0; layers * width],
             wkv: vec![0.0; layers * width * HEAD_SIZE],
         }
+    }
+
+    /// Layer `l`'s time-mix shift, channel-mix shift and WKV matrices (`C`, `C`, `H x 64 x 64`
+    /// values), as slices of the flat vectors.
+    pub(crate) fn layer(&self, l: usize) -> (&[f32], &[f32], &[f32]) {
+        let (c, w) = (self.width, self.width * HEAD_SIZE);
+        (&self.att_shift[l * c..(l + 1) * c], &self.ffn_shift[l * c..(l + 1) * c], &self.wkv[l * w..(l + 1) * w])
+    }
+
+    /// Mutable [`Self::layer`].
+    pub(crate) fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        let (c, w) = (self.width, self.width * HEAD_SIZE);
+        (
+            &mut self.att_shift[l * c..(l + 1) * c],
+            &mut self.ffn_shift[l * c..(l + 1) * c],
+            &mut self.wkv[l * w..(l + 1) * w],
+        )
     }
 }
