@@ -1,4 +1,4 @@
-//! ANN benchmark: hnsw_rs (M=16, ef_construction=200) over clustered unit vectors of dimension 768.
+//! ANN benchmark: `hnsw_rs` (M=16, `ef_construction=200`) over clustered unit vectors of dimension 768.
 //! Recall@10 against exact search and single-thread QPS per ef; build time. Writes docs/bench/ann.json.
 //!
 //!     cargo bench --bench ann            # 10K and 100K
@@ -12,7 +12,7 @@ use serde_json::json;
 struct Rng(u64);
 impl Rng {
     fn f(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 }

@@ -11,7 +11,8 @@
 use std::time::Instant;
 
 use rwkvdb::checkpoint::synth::{synth_embedder, synth_reranker, SynthConfig};
-use rwkvdb::codec::{CodecConfig, Precision, Preset, StateCodec};
+use rwkvdb::codec::Precision::{Int3, Int4, Int5, Int6, Int8, F16, F32};
+use rwkvdb::codec::{CodecConfig, Preset, StateCodec};
 use rwkvdb::model::{
     offline_document_text, offline_query_text, online_text, EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions,
 };
@@ -92,7 +93,6 @@ fn main() {
     }
 
     // Every selected x pass-through combination, to show where the error comes from.
-    use Precision::*;
     println!("\n{:>9} {:>9} {:>13} {:>15} {:>16}", "selected", "pass", "bytes/doc", "max sig dev", "mean sig dev");
     let mut sweep = Vec::new();
     for selected in [F16, Int8, Int6, Int5, Int4] {

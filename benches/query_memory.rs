@@ -1,5 +1,5 @@
 //! Memory of one offline-reranked query against its number of candidates, at the 0.1B shape.
-//! Writes docs/bench/query_memory.json.
+//! Writes `docs/bench/query_memory.json`.
 //!
 //!     cargo bench --bench query_memory
 //!

@@ -108,7 +108,7 @@ fn main() {
     let out = json!({
         "command": "cargo bench --bench runtime",
         "model": {"layers": 12, "width": 768, "reranker_layers": [1, 6, 10], "matmul_params": params},
-        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "threads": std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         "gemm_gflops": gemm,
         "embed": embed_rows,
         "rerank": rerank_rows,

@@ -1,4 +1,4 @@
-//! Every EmbeddingRWKV size at every weight precision, each measured in fresh processes:
+//! Every `EmbeddingRWKV` size at every weight precision, each measured in fresh processes:
 //! cold start (new process to first embedding, warm page cache and weight cache), peak RSS,
 //! weight bytes, embedding and offline-rerank throughput, and fidelity against f32 (embedding
 //! cosine, offline logit and sigmoid deviations over deterministic pairs). Adds `sizes` to

@@ -205,7 +205,7 @@ fn bench_quick_writes_every_section() {
     assert_eq!(v["cold_open"][0]["n_docs"], 600);
     // The working databases are removed afterwards.
     let left: Vec<_> =
-        std::fs::read_dir(d.join("work")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        std::fs::read_dir(d.join("work")).unwrap().filter_map(std::result::Result::ok).map(|e| e.file_name()).collect();
     assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".redb")), "{left:?}");
 }
 
@@ -236,7 +236,7 @@ fn killed_import_resumes_without_duplicates() {
     while start.elapsed() < std::time::Duration::from_secs(60) {
         std::thread::sleep(std::time::Duration::from_millis(100));
         // The stats of a live import cannot be read (the file is locked): wait for file growth.
-        let len = std::fs::metadata(&db_file).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(&db_file).map_or(0, |m| m.len());
         if before == 0 {
             before = len;
         } else if len > before + 200_000 {

@@ -11,7 +11,7 @@ const SELECTED: &[usize] = &[1, 2];
 fn state(seed: u64) -> ModelState {
     let mut s = seed;
     let mut rnd = move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
     let mut st = ModelState::zeros(LAYERS, C);

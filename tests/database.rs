@@ -142,6 +142,7 @@ fn filters_run_inside_the_search_and_fill_k() {
 
 #[test]
 fn bad_input_is_rejected_and_nothing_of_the_batch_is_written() {
+    type Case = (Vec<NewDocument>, fn(&Error) -> bool);
     let f = fixture();
     let db = f.open();
     let mut cfg = f.config();
@@ -149,7 +150,6 @@ fn bad_input_is_rejected_and_nothing_of_the_batch_is_written() {
     let c = db.create_collection("docs", cfg).unwrap();
     c.insert(vec![doc("a", "first", json!(null))]).unwrap();
 
-    type Case = (Vec<NewDocument>, fn(&Error) -> bool);
     let cases: Vec<Case> = vec![
         (vec![doc("b", "ok", json!(null)), doc("c", "   ", json!(null))], |e| matches!(e, Error::InvalidInput(_))),
         (vec![doc("b", "ok", json!(null)), doc("b", "dup", json!(null))], |e| matches!(e, Error::DuplicateId(_))),
@@ -297,7 +297,7 @@ fn offline_rerank_runs_in_chunks_matches_online_and_skips_damage() {
     let off = c.query("theme 4 and value", &opts(Rerank::Offline)).unwrap();
     let on = c.query("theme 4 and value", &opts(Rerank::Online)).unwrap();
     let mut skipped: Vec<&str> = off.skipped.iter().map(|s| s.id.as_str()).collect();
-    skipped.sort();
+    skipped.sort_unstable();
     assert_eq!(skipped, ["d150", "d280", "d7"]);
     assert_eq!(off.hits.len(), n - 3);
     assert_eq!(on.hits.len(), n);
@@ -575,7 +575,7 @@ fn a_large_collection_opens_at_once_and_gets_its_graph_in_the_background() {
     let n = rwkvdb::index::EXACT_BELOW + 2000;
     let mut rng = 7u64;
     let mut next = move || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((rng >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
     // Without a reranker the collection keeps no states: cheap to fill with given embeddings.

@@ -1,11 +1,11 @@
-//! The HNSW index (hnsw_rs) with tombstones, filters and the exact fallbacks.
+//! The HNSW index (`hnsw_rs`) with tombstones, filters and the exact fallbacks.
 
 use rwkvdb::index::{AnnIndex, IndexParams, EXACT_BELOW};
 
 struct Rng(u64);
 impl Rng {
     fn f(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
     /// Clustered data: `centres` random centres, points = centre + noise.
@@ -128,7 +128,9 @@ fn graph_built_from_a_snapshot_catches_up_with_a_flat_index() {
     graph.insert_batch(&snapshot).unwrap();
     flat.insert_batch(later).unwrap();
     let deleted: Vec<u64> = (1..=400).map(|i| i * 29).collect();
-    deleted.iter().for_each(|k| flat.delete(*k));
+    for k in &deleted {
+        flat.delete(*k);
+    }
     graph.catch_up(&base, &flat).unwrap();
     assert!(graph.has_graph());
     assert_eq!(graph.len(), flat.len());

@@ -1,5 +1,5 @@
 //! The ONNX Runtime engine against values computed by the official `rwkv-emb` package
-//! (float32, CPU; see scripts/reference/) on checkpoints written by PyTorch in fp32 and bf16.
+//! (float32, CPU; see scripts/reference/) on checkpoints written by `PyTorch` in fp32 and bf16.
 
 use rwkvdb::checkpoint;
 use rwkvdb::eval::model::{self as eval, EvalInput, EvalOutput};

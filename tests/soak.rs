@@ -84,9 +84,9 @@ fn soak_mixed_workload() {
                     let ids: Vec<String> = gone.iter().map(|n| format!("doc{n}")).collect();
                     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                     c.delete(&refs).map(|_| {
-                        gone.iter().for_each(|n| {
+                        for n in &gone {
                             live.remove(n);
-                        });
+                        }
                         counters.deletes.fetch_add(1, Ordering::Relaxed)
                     })
                 } else if step % 3 == 0 && !live.is_empty() {
@@ -161,7 +161,9 @@ fn soak_mixed_workload() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    readers.into_iter().for_each(|r| r.join().unwrap());
+    for r in readers {
+        r.join().unwrap();
+    }
     let rss_end = rss_kb();
 
     // The store agrees with the writer's record.

@@ -1,5 +1,5 @@
 //! The world tokenizer against ids produced by the reference Python tokenizer
-//! (tests/data/tokenizer_cases.json, written by scripts/gen_tokenizer_cases.py).
+//! (`tests/data/tokenizer_cases.json`, written by `scripts/gen_tokenizer_cases.py`).
 
 use proptest::prelude::*;
 use rwkvdb::tokenizer::{Tokenizer, TokenizerError, EOS_TOKEN};

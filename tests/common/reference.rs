@@ -1,4 +1,4 @@
-//! A scalar f64 forward pass of EmbeddingRWKV and its reranker, written straight from the math of
+//! A scalar f64 forward pass of `EmbeddingRWKV` and its reranker, written straight from the math of
 //! `rwkv_emb/model.py` and `rwkv_emb/reference/rwkv7.py`, reading the checkpoint by its official
 //! keys. It shares no code with the engine (no graphs, no batching, no kernels): tests use it as
 //! an independent reference.
@@ -32,13 +32,13 @@ impl W<'_> {
         let key = format!("{}{k}", self.p);
         self.sd.get(&key).unwrap_or_else(|| panic!("missing {key}")).data.iter().map(|&x| f64::from(x)).collect()
     }
-    /// `x @ W.T` for a PyTorch Linear weight `[out, in]`.
+    /// `x @ W.T` for a `PyTorch` Linear weight `[out, in]`.
     fn linear(&self, k: &str, x: &[f64]) -> Vec<f64> {
         let w = self.v(k);
         let n_in = x.len();
         w.chunks(n_in).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
     }
-    /// `x @ M` for a matrix stored `[in, out]` (the LoRA factors).
+    /// `x @ M` for a matrix stored `[in, out]` (the `LoRA` factors).
     fn matmul(&self, k: &str, x: &[f64]) -> Vec<f64> {
         let m = self.v(k);
         let out = m.len() / x.len();
@@ -74,7 +74,7 @@ fn block(w: &W, i: usize, x: &mut [f64], shift: &mut [Vec<f64>; 2], wkv: &mut [f
     let a = format!("blocks.{i}.att.");
     let xa = layer_norm(x, &w.v(&format!("{b}ln1.weight")), &w.v(&format!("{b}ln1.bias")), 1e-5);
     let xx: Vec<f64> = shift[0].iter().zip(&xa).map(|(p, q)| p - q).collect();
-    shift[0] = xa.clone();
+    shift[0].clone_from(&xa);
     let mix = |name: &str| -> Vec<f64> {
         let m = w.v(&format!("{a}{name}"));
         xa.iter().zip(&xx).zip(&m).map(|((x, d), m)| x + d * m).collect()
@@ -104,13 +104,15 @@ fn block(w: &W, i: usize, x: &mut [f64], shift: &mut [Vec<f64>; 2], wkv: &mut [f
     let mut kk: Vec<f64> = k.iter().zip(&k_k).map(|(a, b)| a * b).collect();
     for head in kk.chunks_mut(N) {
         let n = head.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-        head.iter_mut().for_each(|x| *x /= n);
+        for x in head.iter_mut() {
+            *x /= n;
+        }
     }
     for j in 0..c {
         k[j] *= 1.0 + (lr[j] - 1.0) * k_a[j];
     }
     if i == 0 {
-        *v_first = v.clone();
+        v_first.clone_from(&v);
     } else {
         let v0 = w.v(&format!("{a}v0"));
         let gate = w.matmul(&format!("{a}v2"), &w.matmul(&format!("{a}v1"), &xv));
@@ -167,7 +169,7 @@ fn width(emb: &StateDict) -> usize {
 }
 
 fn layers(sd: &StateDict, prefix: &str) -> usize {
-    (0..).take_while(|i| sd.get(&format!("{prefix}blocks.{i}.ln1.weight")).is_some()).count()
+    (0..usize::MAX).take_while(|i| sd.get(&format!("{prefix}blocks.{i}.ln1.weight")).is_some()).count()
 }
 
 /// Runs `tokens` through the embedder from `state`; returns `ln_out(x)` of every token.
@@ -190,7 +192,7 @@ pub fn forward(emb: &StateDict, tokens: &[u32], state: &mut RefState) -> Vec<Vec
     outs
 }
 
-/// The official embedding: retr_head(mean of ln_out hidden states at EOS positions).
+/// The official embedding: `retr_head(mean` of `ln_out` hidden states at EOS positions).
 pub fn embed(emb: &StateDict, tokens: &[u32]) -> Vec<f64> {
     let c = width(emb);
     let mut st = RefState::zeros(layers(emb, "rwkv."), c);
