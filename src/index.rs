@@ -239,11 +239,14 @@ impl AnnIndex {
     /// to date with what `current` received since: its new entries and its deletes. The caller
     /// keeps writers out meanwhile, then replaces `current` by `self`.
     pub fn catch_up(&self, base: &HashSet<u64>, current: &AnnIndex) -> Result<(), IndexError> {
-        let new = current.entries(|k| !base.contains(k));
+        // Lock order as in `search`: `tombstones` before `vectors`. Entries deleted before the
+        // snapshot are in neither `base` nor the result: they are not carried over.
+        let tomb = current.tombstones.read();
+        let new = current.entries(|k| !base.contains(k) && !tomb.contains(k));
         if !new.is_empty() {
             self.insert_batch(&new)?;
         }
-        for key in current.tombstones.read().iter() {
+        for key in tomb.iter().filter(|k| base.contains(k)) {
             self.delete(*key);
         }
         Ok(())

@@ -658,3 +658,73 @@ fn reading_and_maintenance_work_without_the_model_files() {
     assert!(e.to_string().contains("emb.pth"), "{e}");
     assert_eq!(c.count().unwrap(), 1);
 }
+
+/// Deleting past the index's tombstone threshold starts a graph rebuild in the background: the
+/// deletes return at once, queries go on meanwhile (never returning a deleted document), and
+/// the rebuilt graph is swapped in with the writes made during the build.
+#[test]
+fn deletions_rebuild_the_graph_in_the_background() {
+    let f = fixture();
+    let db = f.open();
+    let c = db.create_collection("plain", CollectionConfig::new(&f.emb, None)).unwrap();
+    let dim = 128; // the small test model's width
+    let mut seed = 7u64;
+    let mut vector = || -> Vec<f32> {
+        (0..dim)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    };
+    let n = 5000;
+    let docs: Vec<rwkvdb::PrecomputedDocument> = (0..n)
+        .map(|i| rwkvdb::PrecomputedDocument {
+            id: format!("p{i}"),
+            text: format!("precomputed {i}"),
+            metadata: None,
+            embedding: vector(),
+            state: None,
+        })
+        .collect();
+    for batch in docs.chunks(1000) {
+        c.insert_precomputed(batch.to_vec()).unwrap();
+    }
+    // 1,600 of 5,000 deleted (32%): past the threshold (more than 1,000 and 20%).
+    let deleted: Vec<String> = (0..n).filter(|i| i % 3 == 0).take(1600).map(|i| format!("p{i}")).collect();
+    for chunk in deleted.chunks(400) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        assert_eq!(c.delete(&refs).unwrap().deleted.len(), chunk.len());
+    }
+    // Writes during the build are carried into the new graph.
+    c.insert_precomputed(vec![rwkvdb::PrecomputedDocument {
+        id: "late".into(),
+        text: "inserted while the graph is rebuilt".into(),
+        metadata: None,
+        embedding: vector(),
+        state: None,
+    }])
+    .unwrap();
+    c.delete(&["p1"]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let stats = c.stats().unwrap();
+        let hits = c
+            .query(
+                "precomputed",
+                &QueryOptions { top_k: 50, candidates: 50, rerank: Rerank::None, ..QueryOptions::default() },
+            )
+            .unwrap();
+        assert!(hits.hits.iter().all(|h| !deleted.contains(&h.id) && h.id != "p1"), "a deleted document was returned");
+        assert_eq!(stats.index_entries, n - 1600 - 1 + 1);
+        // The rebuild started at the third chunk (1,200 tombstones): the new graph holds only
+        // the deletes made after its snapshot (at most 401) as tombstones.
+        if stats.index_tombstones <= 401 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the background rebuild did not finish: {stats:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(c.check().unwrap().problems.is_empty());
+    assert!(c.get("late").unwrap().is_some());
+}

@@ -229,7 +229,7 @@ impl Collection {
                 meta.insert(*k, Arc::new(p.metadata.clone()));
             }
         }
-        self.maybe_rebuild_index_locked()?;
+        self.maybe_rebuild_index_locked();
         let tokens = prepared.iter().map(|p| p.record.tokens as usize).sum();
         let ids = prepared.into_iter().map(|p| p.record.id).collect();
         Ok(InsertReport { ids, tokens, replaced: replaced_keys.len() })
@@ -255,7 +255,7 @@ impl Collection {
             Ok((report, keys))
         })?;
         inner.forget(&keys);
-        self.maybe_rebuild_index_locked()?;
+        self.maybe_rebuild_index_locked();
         Ok(report)
     }
 }

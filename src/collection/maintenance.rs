@@ -2,6 +2,7 @@
 //! request).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{parse_metadata, CheckReport, Collection, CollectionStats, HnswSettings};
@@ -118,20 +119,27 @@ impl Collection {
         Ok(report)
     }
 
-    /// Rebuilds the ANN index from the stored embeddings. Writers wait meanwhile (a document
-    /// committed during the rebuild would be missing from the new index); queries go on.
+    /// Rebuilds the ANN index from the stored embeddings now. Writers wait meanwhile (a document
+    /// committed during the rebuild would be missing from the new index); queries go on. (Inserts
+    /// and deletes never wait for a rebuild: the one deletions call for runs in the background.)
     pub fn rebuild_index(&self) -> Result<()> {
         let _w = self.inner.write_lock.lock();
         self.build_index_locked(false)
     }
 
-    /// Rebuilds the ANN index from the store when tombstones pass the index's threshold
-    /// (the caller holds the write lock).
-    pub(super) fn maybe_rebuild_index_locked(&self) -> Result<()> {
-        if !self.inner.index.read().needs_rebuild() {
-            return Ok(());
+    /// Once tombstones pass the index's threshold, starts a rebuild of the graph from the live
+    /// entries in the background (the caller holds the write lock, briefly: the snapshot is
+    /// taken from memory). The current index answers meanwhile; at most one such rebuild runs.
+    pub(super) fn maybe_rebuild_index_locked(&self) {
+        let inner = &self.inner;
+        let index = inner.index.read();
+        if !index.needs_rebuild() || inner.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
         }
-        self.build_index_locked(false)
+        let snapshot = index.live_entries();
+        let params = IndexParams { max_elements: snapshot.len(), ..index.params() };
+        drop(index);
+        self.build_graph_in_background(snapshot, params);
     }
 
     /// Reads every record into a new index and the metadata map. With `background`, a large
@@ -154,44 +162,64 @@ impl Collection {
         })?;
         let params = IndexParams { max_elements: items.len(), ..inner.index.read().params() };
         *inner.metadata.write() = metadata;
-        if background && items.len() >= EXACT_BELOW {
+        let in_background = background && items.len() >= EXACT_BELOW;
+        let index = if in_background {
             let flat = AnnIndex::flat(dim, params);
             flat.insert_batch(&items)?;
-            *inner.index.write() = flat;
-            self.build_graph_in_background(items, params);
+            flat
         } else {
-            *inner.index.write() = AnnIndex::rebuild(items.into_iter(), dim, params)?;
+            AnnIndex::rebuild(std::mem::take(&mut items).into_iter(), dim, params)?
+        };
+        *inner.index.write() = index;
+        inner.index_generation.fetch_add(1, Ordering::AcqRel);
+        if in_background && !inner.rebuilding.swap(true, Ordering::AcqRel) {
+            self.build_graph_in_background(items, params);
         }
         Ok(())
     }
 
-    /// Builds the HNSW graph of `snapshot` (the entries the current flat index was made from)
-    /// on a new thread and swaps it in when done, with whatever writers added or deleted
-    /// meanwhile. The thread holds no strong reference to the collection: closing the database
-    /// stops it at the next step.
+    /// Builds the HNSW graph of `snapshot` (the live entries of the current index) on a new
+    /// thread and swaps it in when done, caught up with whatever writers added or deleted
+    /// meanwhile; if the index was replaced in the meantime (an explicit rebuild), the result is
+    /// dropped. The caller has set `rebuilding`; it is cleared when the thread ends. The thread
+    /// holds no strong reference to the collection: closing the database stops it at the next
+    /// step.
     fn build_graph_in_background(&self, snapshot: Vec<(u64, Vec<f32>)>, params: IndexParams) {
         let weak = Arc::downgrade(&self.inner);
         let dim = self.inner.shape.width;
+        let generation = self.inner.index_generation.load(Ordering::Acquire);
         let build = move || {
-            let base: HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
-            let graph = AnnIndex::new(dim, params);
-            for step in snapshot.chunks(EXACT_BELOW) {
-                if weak.strong_count() == 0 || graph.insert_batch(step).is_err() {
+            let build_and_swap = || {
+                let base: HashSet<u64> = snapshot.iter().map(|(k, _)| *k).collect();
+                let graph = AnnIndex::new(dim, params);
+                for step in snapshot.chunks(EXACT_BELOW) {
+                    if weak.strong_count() == 0 || graph.insert_batch(step).is_err() {
+                        return;
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let _w = inner.write_lock.lock();
+                if inner.index_generation.load(Ordering::Acquire) != generation {
                     return;
                 }
+                let current = inner.index.read();
+                if graph.catch_up(&base, &current).is_err() {
+                    return;
+                }
+                drop(current);
+                *inner.index.write() = graph;
+                inner.index_generation.fetch_add(1, Ordering::AcqRel);
+            };
+            build_and_swap();
+            if let Some(inner) = weak.upgrade() {
+                inner.rebuilding.store(false, Ordering::Release);
             }
-            let Some(inner) = weak.upgrade() else { return };
-            let _w = inner.write_lock.lock();
-            let current = inner.index.read();
-            // An explicit rebuild may have installed a graph meanwhile.
-            if current.has_graph() || graph.catch_up(&base, &current).is_err() {
-                return;
-            }
-            drop(current);
-            *inner.index.write() = graph;
         };
-        // Without a thread the flat index keeps answering (exactly); nothing is lost.
-        let _ = std::thread::Builder::new().name("rwkvdb-index-build".into()).spawn(build);
+        // Without a thread the current index keeps answering (exactly, or with tombstones
+        // filtered); nothing is lost, and the next write tries again.
+        if std::thread::Builder::new().name("rwkvdb-index-build".into()).spawn(build).is_err() {
+            self.inner.rebuilding.store(false, Ordering::Release);
+        }
     }
 }
 

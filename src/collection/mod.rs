@@ -14,7 +14,7 @@ mod query;
 mod types;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
@@ -75,6 +75,11 @@ struct CollectionInner {
     durable: bool,
     /// Write transactions begun; in non-durable mode every `DURABLE_EVERY`th is durable.
     writes: AtomicU32,
+    /// Bumped whenever `index` is replaced: a background build swaps its graph in only if the
+    /// index it was built from is still the current one.
+    index_generation: AtomicU64,
+    /// Whether a background graph build is running (at most one at a time).
+    rebuilding: AtomicBool,
 }
 
 /// A collection's model: nothing until the first call that needs it.
@@ -189,6 +194,8 @@ impl Collection {
             write_lock: Mutex::new(()),
             durable,
             writes: AtomicU32::new(0),
+            index_generation: AtomicU64::new(0),
+            rebuilding: AtomicBool::new(false),
         };
         let c = Self { inner: Arc::new(inner) };
         // The index and the metadata map come from the stored records (nothing is re-embedded):
