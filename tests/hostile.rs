@@ -170,3 +170,28 @@ fn damaged_databases_open_as_typed_errors_or_report_damage() {
     // Flips land mostly in free or unused pages; truncations must be refused.
     assert!(refused >= 12, "truncated files were opened: {outcomes:?}");
 }
+
+/// Damaged database files found by the fuzzer (`fuzz/`, docs/reliability.md "Fuzzing") on which
+/// redb itself panics: opening and reading them gives errors, never a crash. Each file is also
+/// opened from disk, as a user would.
+#[test]
+fn fuzzer_found_damaged_databases_give_errors_not_panics() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz"));
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("database_file-")))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    for file in &files {
+        let data = std::fs::read(file).unwrap();
+        let in_memory = std::panic::catch_unwind(|| rwkvdb::fuzzing::database_file(&data));
+        assert!(in_memory.is_ok(), "{}: panicked in memory", file.display());
+        let copy = tmp.path().join(file.file_name().unwrap());
+        std::fs::write(&copy, &data).unwrap();
+        let on_disk = std::panic::catch_unwind(|| open_and_use(&copy));
+        assert!(on_disk.is_ok(), "{}: panicked from disk", file.display());
+    }
+}

@@ -42,19 +42,21 @@ impl Store {
     /// Opens (or creates) the database file, with a page cache of `cache_bytes`, checks it is an
     /// rwkvdb file this build can read and upgrades an older format.
     pub(crate) fn open(path: &Path, create: bool, cache_bytes: usize) -> Result<Self, StoreError> {
-        let builder = builder(cache_bytes);
-        let db = if path.exists() {
-            builder.open(path)
-        } else if create {
-            builder.create(path)
-        } else {
-            return Err(StoreError::Redb(redb::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{}: no such database file", path.display()),
-            ))));
-        };
-        let db = db.map_err(|e| open_error(e, path))?;
-        Self::prepare(db, path)
+        guarded(|| {
+            let builder = builder(cache_bytes);
+            let db = if path.exists() {
+                builder.open(path)
+            } else if create {
+                builder.create(path)
+            } else {
+                return Err(StoreError::Redb(redb::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: no such database file", path.display()),
+                ))));
+            };
+            let db = db.map_err(|e| open_error(e, path))?;
+            Self::prepare(db, path)
+        })
     }
 
     /// Opens a database over any redb storage backend (fault injection, in-memory files);
@@ -64,14 +66,18 @@ impl Store {
         label: &Path,
         cache_bytes: usize,
     ) -> Result<Self, StoreError> {
-        let db = builder(cache_bytes).create_with_backend(backend).map_err(|e| open_error(e, label))?;
-        Self::prepare(db, label)
+        guarded(|| {
+            let db = builder(cache_bytes).create_with_backend(backend).map_err(|e| open_error(e, label))?;
+            Self::prepare(db, label)
+        })
     }
 
     /// Compacts a file no one has open; `true` if pages were reclaimed.
     pub(crate) fn compact_file(path: &Path, cache_bytes: usize) -> Result<bool, StoreError> {
-        let mut store = Self::open(path, false, cache_bytes)?;
-        Ok(store.db.compact()?)
+        guarded(|| {
+            let mut store = Self::open(path, false, cache_bytes)?;
+            Ok(store.db.compact()?)
+        })
     }
 
     /// Checks rwkvdb's metadata (and upgrades older versions); an empty file gets fresh metadata.
@@ -122,22 +128,26 @@ impl Store {
 
     /// Every collection record, by name.
     pub(crate) fn collections(&self) -> Result<Vec<CollectionRecord>, StoreError> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(COLLECTIONS)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push(CollectionRecord::decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        guarded(|| {
+            let r = self.db.begin_read()?;
+            let t = r.open_table(COLLECTIONS)?;
+            let mut out = Vec::new();
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                out.push(CollectionRecord::decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// One collection record.
     pub(crate) fn collection(&self, name: &str) -> Result<Option<CollectionRecord>, StoreError> {
-        let r = self.db.begin_read()?;
-        let t = r.open_table(COLLECTIONS)?;
-        let rec = t.get(name)?.map(|v| CollectionRecord::decode(name, v.value())).transpose()?;
-        Ok(rec)
+        guarded(|| {
+            let r = self.db.begin_read()?;
+            let t = r.open_table(COLLECTIONS)?;
+            let rec = t.get(name)?.map(|v| CollectionRecord::decode(name, v.value())).transpose()?;
+            Ok(rec)
+        })
     }
 
     /// Creates a collection: assigns it a new id, stores the record `make(id)` returns and
@@ -147,50 +157,56 @@ impl Store {
         name: &str,
         make: impl FnOnce(u64) -> CollectionRecord,
     ) -> Result<Option<CollectionRecord>, StoreError> {
-        let txn = self.db.begin_write()?;
-        let record = {
-            let mut cols = txn.open_table(COLLECTIONS)?;
-            if cols.get(name)?.is_some() {
-                return Ok(None);
-            }
-            let mut meta = txn.open_table(META)?;
-            let id = meta
-                .get("next_collection_id")?
-                .and_then(|v| v.value().get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
-                .unwrap_or(1);
-            meta.insert("next_collection_id", (id + 1).to_le_bytes().as_slice())?;
-            let record = make(id);
-            cols.insert(name, record.encode()?.as_slice())?;
-            let t = CollectionTables::new(id);
-            txn.open_table(t.docs())?;
-            txn.open_table(t.ids())?;
-            txn.open_table(t.states())?;
-            record
-        };
-        txn.commit()?;
-        Ok(Some(record))
+        guarded(|| {
+            let txn = self.db.begin_write()?;
+            let record = {
+                let mut cols = txn.open_table(COLLECTIONS)?;
+                if cols.get(name)?.is_some() {
+                    return Ok(None);
+                }
+                let mut meta = txn.open_table(META)?;
+                let id = meta
+                    .get("next_collection_id")?
+                    .and_then(|v| v.value().get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+                    .unwrap_or(1);
+                meta.insert("next_collection_id", (id + 1).to_le_bytes().as_slice())?;
+                let record = make(id);
+                cols.insert(name, record.encode()?.as_slice())?;
+                let t = CollectionTables::new(id);
+                txn.open_table(t.docs())?;
+                txn.open_table(t.ids())?;
+                txn.open_table(t.states())?;
+                record
+            };
+            txn.commit()?;
+            Ok(Some(record))
+        })
     }
 
     /// Drops a collection's record and tables; `false` if there was none of that name.
     pub(crate) fn drop_collection(&self, name: &str) -> Result<bool, StoreError> {
-        let Some(record) = self.collection(name)? else { return Ok(false) };
-        let t = CollectionTables::new(record.id);
-        let txn = self.db.begin_write()?;
-        txn.open_table(COLLECTIONS)?.remove(name)?;
-        txn.delete_table(t.docs())?;
-        txn.delete_table(t.ids())?;
-        txn.delete_table(t.states())?;
-        txn.commit()?;
-        Ok(true)
+        guarded(|| {
+            let Some(record) = self.collection(name)? else { return Ok(false) };
+            let t = CollectionTables::new(record.id);
+            let txn = self.db.begin_write()?;
+            txn.open_table(COLLECTIONS)?.remove(name)?;
+            txn.delete_table(t.docs())?;
+            txn.delete_table(t.ids())?;
+            txn.delete_table(t.states())?;
+            txn.commit()?;
+            Ok(true)
+        })
     }
 
     /// A consistent snapshot of one collection's tables.
     pub(crate) fn read(&self, tables: &CollectionTables) -> Result<CollectionReader, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(CollectionReader {
-            docs: txn.open_table(tables.docs())?,
-            ids: txn.open_table(tables.ids())?,
-            states: txn.open_table(tables.states())?,
+        guarded(|| {
+            let txn = self.db.begin_read()?;
+            Ok(CollectionReader {
+                docs: txn.open_table(tables.docs())?,
+                ids: txn.open_table(tables.ids())?,
+                states: txn.open_table(tables.states())?,
+            })
         })
     }
 
@@ -203,22 +219,43 @@ impl Store {
         durable: bool,
         f: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
-        if !durable {
-            txn.set_durability(redb::Durability::None).map_err(StoreError::from)?;
-        }
-        let out = {
-            let mut w = CollectionWriter {
-                docs: txn.open_table(tables.docs()).map_err(StoreError::from)?,
-                ids: txn.open_table(tables.ids()).map_err(StoreError::from)?,
-                states: txn.open_table(tables.states()).map_err(StoreError::from)?,
-                collections: txn.open_table(COLLECTIONS).map_err(StoreError::from)?,
+        guarded(|| {
+            let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+            if !durable {
+                txn.set_durability(redb::Durability::None).map_err(StoreError::from)?;
+            }
+            let out = {
+                let mut w = CollectionWriter {
+                    docs: txn.open_table(tables.docs()).map_err(StoreError::from)?,
+                    ids: txn.open_table(tables.ids()).map_err(StoreError::from)?,
+                    states: txn.open_table(tables.states()).map_err(StoreError::from)?,
+                    collections: txn.open_table(COLLECTIONS).map_err(StoreError::from)?,
+                };
+                f(&mut w)?
             };
-            f(&mut w)?
-        };
-        txn.commit().map_err(StoreError::from)?;
-        Ok(out)
+            txn.commit().map_err(StoreError::from)?;
+            Ok(out)
+        })
     }
+}
+
+/// Runs redb code, turning a panic inside it into [`StoreError::Corrupt`]: redb answers some
+/// kinds of file damage with a failed assertion instead of an error (found by fuzzing:
+/// `docs/reliability.md`), and a damaged file must give the caller an error, not a crash. After
+/// such an error the handle should be dropped (as after an I/O error).
+fn guarded<T, E: From<StoreError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(StoreError::Corrupt {
+            what: "database file".into(),
+            detail: format!("the storage engine stopped on damaged data ({message})"),
+        }
+        .into())
+    })
 }
 
 /// redb's builder with rwkvdb's settings.
@@ -249,23 +286,25 @@ pub(crate) struct CollectionReader {
 impl CollectionReader {
     /// The key of the document with this id.
     pub(crate) fn key_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.ids.get(id)?.map(|v| v.value()))
+        guarded(|| Ok(self.ids.get(id)?.map(|v| v.value())))
     }
 
     /// The document under `key`; a damaged record is a [`StoreError::Corrupt`].
     pub(crate) fn doc(&self, key: u64) -> Result<Option<DocRecord>, StoreError> {
-        let Some(raw) = self.docs.get(key)? else { return Ok(None) };
-        DocRecord::decode(raw.value(), || format!("document key {key}")).map(Some)
+        guarded(|| {
+            let Some(raw) = self.docs.get(key)? else { return Ok(None) };
+            DocRecord::decode(raw.value(), || format!("document key {key}")).map(Some)
+        })
     }
 
     /// Number of documents (id entries).
     pub(crate) fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.ids.len()?)
+        guarded(|| Ok(self.ids.len()?))
     }
 
     /// The encoded state of document `key`, reassembled from its pieces.
     pub(crate) fn state(&self, key: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        schema::get_state(&self.states, key)
+        guarded(|| schema::get_state(&self.states, key))
     }
 
     /// Calls `f` with every document's key and stored bytes (decode with [`DocRecord::decode`]),
@@ -274,11 +313,13 @@ impl CollectionReader {
         &self,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        for entry in self.docs.iter().map_err(StoreError::from)? {
-            let (k, v) = entry.map_err(StoreError::from)?;
-            f(k.value(), v.value())?;
-        }
-        Ok(())
+        guarded(|| {
+            for entry in self.docs.iter().map_err(StoreError::from)? {
+                let (k, v) = entry.map_err(StoreError::from)?;
+                f(k.value(), v.value())?;
+            }
+            Ok(())
+        })
     }
 
     /// Calls `f` with every (id, document key) entry, in id order.
@@ -286,21 +327,25 @@ impl CollectionReader {
         &self,
         mut f: impl FnMut(&str, u64) -> Result<(), E>,
     ) -> Result<(), E> {
-        for entry in self.ids.iter().map_err(StoreError::from)? {
-            let (k, v) = entry.map_err(StoreError::from)?;
-            f(k.value(), v.value())?;
-        }
-        Ok(())
+        guarded(|| {
+            for entry in self.ids.iter().map_err(StoreError::from)? {
+                let (k, v) = entry.map_err(StoreError::from)?;
+                f(k.value(), v.value())?;
+            }
+            Ok(())
+        })
     }
 
     /// Total bytes of all stored state pieces.
     pub(crate) fn state_bytes(&self) -> Result<u64, StoreError> {
-        let mut total = 0;
-        for entry in self.states.iter()? {
-            let (_, piece) = entry?;
-            total += piece.value().len() as u64;
-        }
-        Ok(total)
+        guarded(|| {
+            let mut total = 0;
+            for entry in self.states.iter()? {
+                let (_, piece) = entry?;
+                total += piece.value().len() as u64;
+            }
+            Ok(total)
+        })
     }
 }
 
