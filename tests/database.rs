@@ -728,3 +728,22 @@ fn deletions_rebuild_the_graph_in_the_background() {
     assert!(c.check().unwrap().problems.is_empty());
     assert!(c.get("late").unwrap().is_some());
 }
+
+/// Compaction needs the file to itself: with a handle open it says so (and changes nothing);
+/// once the handle is closed it runs and every document is still there.
+#[test]
+fn compaction_needs_exclusive_access_and_says_so() {
+    let f = fixture();
+    let db = f.open();
+    let c = db.create_collection("docs", f.config()).unwrap();
+    c.insert(corpus()).unwrap();
+    let err = Database::compact_file(f.db_path()).unwrap_err();
+    assert!(matches!(&err, Error::Store(rwkvdb::StoreError::NeedsExclusiveAccess { .. })), "{err:?}");
+    assert!(err.to_string().contains("needs exclusive access"), "{err}");
+    assert_eq!(c.count().unwrap(), 40);
+    drop(c);
+    drop(db);
+    Database::compact_file(f.db_path()).unwrap();
+    let db = f.open();
+    assert_eq!(db.collection("docs").unwrap().count().unwrap(), 40);
+}

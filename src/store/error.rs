@@ -35,6 +35,14 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// An operation that needs the file to itself (compaction) found it open elsewhere.
+    #[error("{path}: {operation} needs exclusive access; close every other handle and process using the file")]
+    NeedsExclusiveAccess {
+        /// The file.
+        path: PathBuf,
+        /// What was attempted.
+        operation: &'static str,
+    },
     /// A record failed its checksum or could not be parsed.
     #[error("corrupt {what}: {detail}")]
     Corrupt {

@@ -75,7 +75,10 @@ impl Store {
     /// Compacts a file no one has open; `true` if pages were reclaimed.
     pub(crate) fn compact_file(path: &Path, cache_bytes: usize) -> Result<bool, StoreError> {
         guarded(|| {
-            let mut store = Self::open(path, false, cache_bytes)?;
+            let mut store = Self::open(path, false, cache_bytes).map_err(|e| match e {
+                StoreError::Locked { path } => StoreError::NeedsExclusiveAccess { path, operation: "compaction" },
+                other => other,
+            })?;
             Ok(store.db.compact()?)
         })
     }
