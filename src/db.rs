@@ -161,7 +161,12 @@ impl Database {
             return Err(Error::InvalidInput(format!("invalid collection name {name:?}")));
         }
         if crate::codec::Preset::parse(&config.state_preset).is_none() {
-            return Err(Error::Config(format!("unknown state preset {:?}", config.state_preset)));
+            let names: Vec<&str> = crate::codec::Preset::ALL.iter().map(|p| p.name()).collect();
+            return Err(Error::Config(format!(
+                "unknown state preset {:?} (choose one of: {})",
+                config.state_preset,
+                names.join(", ")
+            )));
         }
         let model = self.models.load(&config)?;
         let shape = ModelShape::of(&model.runtime);
@@ -180,6 +185,43 @@ impl Database {
         let c = Collection::open(self.store.clone(), record, self.models.clone(), Some(&model), self.opts.durable)?;
         self.open.lock().insert(name.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Opens the collection `name`, creating it with `config` if it does not exist (`config` is
+    /// not compared with an existing collection's: use [`Collection::config`] for that).
+    pub fn get_or_create_collection(&self, name: &str, config: CollectionConfig) -> Result<Collection> {
+        match self.collection(name) {
+            Err(Error::NoSuchCollection(_)) => match self.create_collection(name, config) {
+                // Another thread or process created it in between.
+                Err(Error::CollectionExists(_)) => self.collection(name),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// Points a collection at moved or copied model files. The files are loaded and must give
+    /// the fingerprint the collection was created with (`ModelMismatch` otherwise; nothing is
+    /// changed); their absolute paths are then recorded. Handles opened before keep the old
+    /// paths: open the collection again.
+    pub fn set_model_paths(&self, name: &str, embedder: &Path, reranker: Option<&Path>) -> Result<()> {
+        let mut record = self.store.collection(name)?.ok_or_else(|| Error::NoSuchCollection(name.to_string()))?;
+        if record.config.reranker.is_some() != reranker.is_some() {
+            let has = if record.config.reranker.is_some() { "has" } else { "has no" };
+            return Err(Error::InvalidInput(format!(
+                "collection {name:?} {has} a reranker: give --reranker exactly when it has one"
+            )));
+        }
+        record.config.embedder = absolute(embedder);
+        record.config.reranker = reranker.map(absolute);
+        // Checked against the stored fingerprint with the new paths, without any remapping.
+        let direct = ModelRegistry::new(&OpenOptions { runtime: self.opts.runtime.clone(), ..OpenOptions::default() });
+        direct.load_checked(&record)?;
+        if !self.store.update_collection(&record)? {
+            return Err(Error::NoSuchCollection(name.to_string()));
+        }
+        self.open.lock().remove(name);
+        Ok(())
     }
 
     /// Opens an existing collection. Its model is loaded (and its fingerprint checked) on the

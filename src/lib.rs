@@ -81,6 +81,11 @@ pub mod limits {
 #[doc(hidden)]
 pub mod fuzzing;
 
+/// The README's code, compiled by `cargo test` as a doc test so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod collection;
 mod db;
 mod error;

@@ -255,3 +255,81 @@ fn killed_import_resumes_without_duplicates() {
     assert!(ok(&rwkvdb(d, &["check"])).contains("0 problem(s)"));
     eprintln!("killed after {partial} documents (finished before the kill: {finished_anyway})");
 }
+
+/// The traps a new user falls into get a message that names the thing at fault and what to do:
+/// moved model files (repointed with `collection set-model`, fingerprint checked), a directory
+/// given as the database, an unknown preset, `--top-k 0`, a truncated checkpoint, `init` on an
+/// existing file, an empty collection list.
+#[test]
+fn user_traps_get_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let synth = |layers: &str, e: &str, r: &str| {
+        ok(&rwkvdb(
+            d,
+            &[
+                "model",
+                "synth",
+                "--layers",
+                layers,
+                "--width",
+                "64",
+                "--reranker-layers",
+                "0,1",
+                "--embedder",
+                e,
+                "--reranker",
+                r,
+            ],
+        ));
+    };
+    synth("3", "e.pth", "r.pth");
+    synth("4", "e2.pth", "r2.pth"); // another model
+    assert!(ok(&rwkvdb(d, &["init"])).contains("initialised"));
+    assert!(ok(&rwkvdb(d, &["init"])).contains("already exists (0 collection(s))"));
+    let o = rwkvdb(d, &["collection", "list"]);
+    assert!(ok(&o).is_empty() && String::from_utf8_lossy(&o.stderr).contains("no collections"));
+
+    let e = err(&rwkvdb(
+        d,
+        &["collection", "create", "c", "--embedder", "e.pth", "--reranker", "r.pth", "--preset", "bogus"],
+    ));
+    assert!(e.contains("bogus") && e.contains("balanced") && e.contains("tiny"), "{e}");
+    ok(&rwkvdb(d, &["collection", "create", "c", "--embedder", "e.pth", "--reranker", "r.pth"]));
+    std::fs::write(
+        d.join("docs.jsonl"),
+        "{\"id\":\"a\",\"text\":\"alpha beta\"}\n{\"id\":\"b\",\"text\":\"gamma delta\"}\n",
+    )
+    .unwrap();
+    ok(&rwkvdb(d, &["import", "-c", "c", "docs.jsonl", "--quiet"]));
+    let e = err(&rwkvdb(d, &["query", "-c", "c", "alpha", "--top-k", "0"]));
+    assert!(e.contains("--top-k must be at least 1"), "{e}");
+
+    // Moved model files: queries fail naming the file; set-model with another model is refused
+    // (nothing changes); with the moved files it works.
+    std::fs::create_dir(d.join("moved")).unwrap();
+    std::fs::rename(d.join("e.pth"), d.join("moved/e.pth")).unwrap();
+    std::fs::rename(d.join("r.pth"), d.join("moved/r.pth")).unwrap();
+    let e = err(&rwkvdb(d, &["query", "-c", "c", "alpha"]));
+    assert!(e.contains("e.pth"), "{e}");
+    let e = err(&rwkvdb(d, &["collection", "set-model", "c", "--embedder", "e2.pth", "--reranker", "r2.pth"]));
+    assert!(e.contains("fingerprint"), "{e}");
+    let e = err(&rwkvdb(d, &["collection", "set-model", "c", "--embedder", "moved/e.pth"]));
+    assert!(e.contains("reranker"), "{e}");
+    ok(&rwkvdb(d, &["collection", "set-model", "c", "--embedder", "moved/e.pth", "--reranker", "moved/r.pth"]));
+    let out = ok(&rwkvdb(d, &["query", "-c", "c", "alpha", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hits"].as_array().unwrap().len(), 2);
+    assert!(v["timings"]["embed_ms"].is_number(), "{v}");
+
+    // A directory as the database; a truncated checkpoint.
+    let e = err(&rwkvdb(d, &["--db", "moved", "collection", "list"]));
+    assert!(e.contains("moved") && e.contains("directory"), "{e}");
+    let bytes = std::fs::read(d.join("e2.pth")).unwrap();
+    std::fs::write(d.join("cut.pth"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = err(&rwkvdb(d, &["model", "info", "cut.pth"]));
+    assert!(e.contains("cut.pth") && e.contains("truncated"), "{e}");
+    let info = ok(&rwkvdb(d, &["model", "info", "e2.pth", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(["f32", "bf16", "f16"].contains(&v["stored_dtype"].as_str().unwrap()), "{v}");
+}

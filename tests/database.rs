@@ -747,3 +747,17 @@ fn compaction_needs_exclusive_access_and_says_so() {
     let db = f.open();
     assert_eq!(db.collection("docs").unwrap().count().unwrap(), 40);
 }
+
+/// `get_or_create_collection` creates once and opens afterwards (the README's pattern: a
+/// program run twice must not fail with `CollectionExists`).
+#[test]
+fn get_or_create_collection_creates_once() {
+    let f = fixture();
+    for run in 0..2 {
+        let db = f.open();
+        let c = db.get_or_create_collection("notes", f.config()).unwrap();
+        c.upsert(vec![doc("n1", "Water boils at 100 degrees.", json!(null))]).unwrap();
+        assert_eq!(c.count().unwrap(), 1, "run {run}");
+        assert_eq!(db.list_collections().unwrap().len(), 1);
+    }
+}

@@ -45,6 +45,18 @@ pub enum StoredDType {
     BF16,
 }
 
+impl StoredDType {
+    /// Lower-case name: `f32`, `f16`, `bf16`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredDType::F32 => "f32",
+            StoredDType::F16 => "f16",
+            StoredDType::BF16 => "bf16",
+        }
+    }
+}
+
 /// The contents of a checkpoint: named float tensors plus named integer lists
 /// (e.g. `reranker_layer_idx`, stored either as a Python list or an integer tensor).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -14,7 +14,9 @@ const MAX_ELEMENTS: u64 = 1 << 36;
 
 /// Reads a `.pth` archive from any seekable reader.
 pub fn read<R: Read + Seek>(reader: R) -> Result<StateDict, CheckpointError> {
-    let mut zip = zip::ZipArchive::new(reader).map_err(|e| CheckpointError::Zip(e.to_string()))?;
+    // A .pth is a zip archive whose directory sits at the end: a cut-off download fails here.
+    let mut zip = zip::ZipArchive::new(reader)
+        .map_err(|e| CheckpointError::Zip(format!("{e} (the file looks truncated: copy or download it again)")))?;
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     let pkl = names
         .iter()

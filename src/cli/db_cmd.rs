@@ -52,6 +52,18 @@ pub enum CollectionCommand {
         /// Collection name.
         name: String,
     },
+    /// Point a collection at moved or copied model files (they must be the same model: the
+    /// fingerprint is checked before anything is changed).
+    SetModel {
+        /// Collection name.
+        name: String,
+        /// The embedder checkpoint's new location.
+        #[arg(long)]
+        embedder: PathBuf,
+        /// The reranker checkpoint's new location (required exactly when the collection has one).
+        #[arg(long)]
+        reranker: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -127,8 +139,14 @@ pub struct QueryArgs {
 }
 
 pub fn init(db: &DbArg) -> CliResult {
-    db.open(true)?;
-    println!("initialised {}", db.db.display());
+    let existed = db.db.exists();
+    let database = db.open(true)?;
+    if existed {
+        let n = database.list_collections()?.len();
+        println!("{} already exists ({n} collection(s)); left as it is", db.db.display());
+    } else {
+        println!("initialised {}", db.db.display());
+    }
     Ok(())
 }
 
@@ -150,6 +168,8 @@ pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
             let list = database.list_collections()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                eprintln!("no collections in {} (create one with `rwkvdb collection create`)", db.db.display());
             } else {
                 for c in list {
                     let rr = c.config.reranker.as_ref().map_or("-".to_string(), |p| p.display().to_string());
@@ -167,6 +187,12 @@ pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
         CollectionCommand::Drop { name } => {
             database.drop_collection(&name)?;
             println!("dropped {name}");
+        }
+        CollectionCommand::SetModel { name, embedder, reranker } => {
+            database.set_model_paths(&name, &embedder, reranker.as_deref())?;
+            let c = database.collection(&name)?.config();
+            let rr = c.reranker.as_ref().map_or("-".to_string(), |p| p.display().to_string());
+            println!("{name}: embedder={} reranker={rr} (fingerprint checked)", c.embedder.display());
         }
     }
     Ok(())
@@ -231,6 +257,12 @@ pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
 }
 
 pub fn query(db: &DbArg, a: QueryArgs) -> CliResult {
+    if a.top_k == 0 {
+        return Err("--top-k must be at least 1".into());
+    }
+    if a.candidates < a.top_k {
+        eprintln!("note: --candidates {} is below --top-k; {} candidates are reranked", a.candidates, a.top_k);
+    }
     let database = db.open(false)?;
     let c = database.collection(&a.collection)?;
     let opts = QueryOptions {
@@ -245,6 +277,9 @@ pub fn query(db: &DbArg, a: QueryArgs) -> CliResult {
         ef: None,
     };
     let r = c.query(&a.text, &opts)?;
+    if r.hits.is_empty() && opts.filter.is_some() && c.count()? > 0 {
+        eprintln!("note: no document matched the filter (a field no document has matches nothing; see the README's filter section)");
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

@@ -166,10 +166,14 @@ fn synth(a: SynthArgs) -> CliResult {
 }
 
 fn info(a: InfoArgs) -> CliResult {
-    let sd = checkpoint::load(&a.file)?;
+    let sd = checkpoint::load(&a.file).map_err(|e| match e {
+        // An I/O error names the file already.
+        checkpoint::CheckpointError::Io { .. } => e.to_string(),
+        e => format!("{}: {e}", a.file.display()),
+    })?;
     let mut report = serde_json::Map::new();
     report.insert("file".into(), a.file.display().to_string().into());
-    report.insert("stored_dtype".into(), format!("{:?}", sd.stored_dtype).into());
+    report.insert("stored_dtype".into(), sd.stored_dtype.map_or("none", StoredDType::name).into());
     report.insert("tensors".into(), sd.tensors.len().into());
     if sd.tensors.keys().any(|k| k.starts_with("rwkv.")) {
         let e = EmbedderWeights::from_state_dict(&sd)?;

@@ -52,7 +52,15 @@ pub fn ensure_loaded(explicit: Option<&Path>) -> Result<(PathBuf, ort::environme
         } else {
             tried.iter().find(|p| p.exists()).cloned()
         };
-        let Some(path) = chosen.filter(|p| p.exists()) else {
+        if let Some(p) = chosen.as_ref().filter(|p| !p.exists()) {
+            let from = if explicit.is_some() { "the path given (--ort-lib)" } else { "ORT_DYLIB_PATH" };
+            return Err(format!(
+                "ONNX Runtime library {} (from {from}) does not exist: point it at libonnxruntime.so \
+                 {ORT_VERSION}, or unset it to use the copy `scripts/setup-ort` installs",
+                p.display()
+            ));
+        }
+        let Some(path) = chosen else {
             let list = tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
             return Err(format!(
                 "ONNX Runtime {ORT_VERSION} was not found (looked at: {list}). Run `scripts/setup-ort` in the \

@@ -43,6 +43,10 @@ impl Store {
     /// rwkvdb file this build can read and upgrades an older format.
     pub(crate) fn open(path: &Path, create: bool, cache_bytes: usize) -> Result<Self, StoreError> {
         guarded(|| {
+            if path.is_dir() {
+                let reason = "it is a directory; give the path of a database file".to_string();
+                return Err(StoreError::NotADatabase { path: path.to_path_buf(), reason });
+            }
             let builder = builder(cache_bytes);
             let db = if path.exists() {
                 builder.open(path)
@@ -183,6 +187,22 @@ impl Store {
             };
             txn.commit()?;
             Ok(Some(record))
+        })
+    }
+
+    /// Replaces a collection's record (same name and id); `false` if there is none of that name.
+    pub(crate) fn update_collection(&self, record: &CollectionRecord) -> Result<bool, StoreError> {
+        guarded(|| {
+            let txn = self.db.begin_write()?;
+            {
+                let mut cols = txn.open_table(COLLECTIONS)?;
+                if cols.get(record.name.as_str())?.is_none() {
+                    return Ok(false);
+                }
+                cols.insert(record.name.as_str(), record.encode()?.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(true)
         })
     }
 
