@@ -323,7 +323,7 @@ fn user_traps_get_clear_messages() {
     assert!(v["timings"]["embed_ms"].is_number(), "{v}");
 
     // A directory as the database; a truncated checkpoint.
-    let e = err(&rwkvdb(d, &["--db", "moved", "collection", "list"]));
+    let e = err(&rwkvdb(d, &["collection", "list", "--db", "moved"]));
     assert!(e.contains("moved") && e.contains("directory"), "{e}");
     let bytes = std::fs::read(d.join("e2.pth")).unwrap();
     std::fs::write(d.join("cut.pth"), &bytes[..bytes.len() / 2]).unwrap();

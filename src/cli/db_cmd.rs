@@ -101,6 +101,8 @@ pub enum RerankArg {
 
 #[derive(Args)]
 pub struct ImportArgs {
+    #[command(flatten)]
+    db: DbArg,
     /// Collection name.
     #[arg(short, long)]
     collection: String,
@@ -116,6 +118,8 @@ pub struct ImportArgs {
 
 #[derive(Args)]
 pub struct QueryArgs {
+    #[command(flatten)]
+    db: DbArg,
     /// Collection name.
     #[arg(short, long)]
     collection: String,
@@ -220,8 +224,8 @@ fn read_source(
     Ok(docs)
 }
 
-pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
-    let database = db.open(false)?;
+pub fn import(a: ImportArgs) -> CliResult {
+    let database = a.db.open(false)?;
     let c = database.collection(&a.collection)?;
     let mut problems = Vec::new();
     let docs = read_source(&a.source, &mut problems)?;
@@ -256,14 +260,14 @@ pub fn import(db: &DbArg, a: ImportArgs) -> CliResult {
     Ok(())
 }
 
-pub fn query(db: &DbArg, a: QueryArgs) -> CliResult {
+pub fn query(a: QueryArgs) -> CliResult {
     if a.top_k == 0 {
         return Err("--top-k must be at least 1".into());
     }
     if a.candidates < a.top_k {
         eprintln!("note: --candidates {} is below --top-k; {} candidates are reranked", a.candidates, a.top_k);
     }
-    let database = db.open(false)?;
+    let database = a.db.open(false)?;
     let c = database.collection(&a.collection)?;
     let opts = QueryOptions {
         top_k: a.top_k,

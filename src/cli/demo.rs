@@ -119,7 +119,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         println!();
     }
     println!(
-        "database: {} (try: rwkvdb --db {} query -c demo \"your question\")",
+        "database: {} (try: rwkvdb query --db {} -c demo \"your question\")",
         db_path.display(),
         db_path.display()
     );

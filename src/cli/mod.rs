@@ -15,37 +15,44 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "rwkvdb", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
-    #[command(flatten)]
-    db: db_cmd::DbArg,
     #[command(subcommand)]
     command: Command,
 }
 
 const EXAMPLES: &str = "Examples:
   rwkvdb demo                                   # end-to-end demo on a bundled corpus
-  rwkvdb --db my.redb init
-  rwkvdb --db my.redb collection create notes --embedder emb.pth --reranker rr.pth
-  rwkvdb --db my.redb import -c notes notes.jsonl
-  rwkvdb --db my.redb query -c notes \"what is a black hole?\" --top-k 5
-  rwkvdb --db my.redb query -c notes \"black holes\" --filter '{\"topic\":\"astronomy\"}' --json
+  rwkvdb init --db my.redb
+  rwkvdb collection create notes --db my.redb --embedder emb.pth --reranker rr.pth
+  rwkvdb import --db my.redb -c notes notes.jsonl
+  rwkvdb query --db my.redb -c notes \"what is a black hole?\" --top-k 5
+  rwkvdb query --db my.redb -c notes \"black holes\" --filter '{\"topic\":\"astronomy\"}' --json
   rwkvdb model eval --embedder emb.pth --reranker rr.pth --input in.json --output out.json
   rwkvdb bench --quick --out /tmp/e2e.json        # end-to-end benchmark (full run: see docs/performance.md)
 
-The database path can also come from $RWKVDB_PATH.";
+The commands that use a database take --db (default: $RWKVDB_PATH, else rwkvdb.redb) and --no-sync.";
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an empty database file.
-    Init,
-    /// Create, list or drop collections.
-    #[command(subcommand)]
-    Collection(db_cmd::CollectionCommand),
+    /// Create an empty database file (an existing one is left as it is).
+    Init {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
+    },
+    /// Create, list, drop or repoint collections.
+    Collection {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
+        #[command(subcommand)]
+        command: db_cmd::CollectionCommand,
+    },
     /// Import a JSONL file or a folder of .txt/.md files (re-running skips stored ids).
     Import(db_cmd::ImportArgs),
     /// Query a collection.
     Query(db_cmd::QueryArgs),
     /// Print one document.
     Get {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
         /// Collection name.
         #[arg(short, long)]
         collection: String,
@@ -57,6 +64,8 @@ enum Command {
     },
     /// Delete documents by id.
     Delete {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
         /// Collection name.
         #[arg(short, long)]
         collection: String,
@@ -66,6 +75,8 @@ enum Command {
     },
     /// Collection statistics: documents, bytes per document, index parameters, fingerprint.
     Stats {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
         /// Collection name.
         #[arg(short, long)]
         collection: String,
@@ -75,6 +86,8 @@ enum Command {
     },
     /// Verify checksums and that store and index agree (exit 1 when damage is found).
     Check {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
         /// Only this collection.
         #[arg(short, long)]
         collection: Option<String>,
@@ -82,8 +95,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reclaim free space in the database file.
-    Compact,
+    /// Reclaim free space in the database file (needs it to itself).
+    Compact {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
+    },
     /// Inspect, synthesise and evaluate model checkpoints.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -96,17 +112,16 @@ enum Command {
 /// Parses arguments, runs the command, prints errors to stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let db = &cli.db;
     let result = match cli.command {
-        Command::Init => db_cmd::init(db),
-        Command::Collection(c) => db_cmd::collection(db, c),
-        Command::Import(a) => db_cmd::import(db, a),
-        Command::Query(a) => db_cmd::query(db, a),
-        Command::Get { collection, id, json } => db_cmd::get(db, &collection, &id, json),
-        Command::Delete { collection, ids } => db_cmd::delete(db, &collection, &ids),
-        Command::Stats { collection, json } => db_cmd::stats(db, &collection, json),
-        Command::Check { collection, json } => db_cmd::check(db, collection.as_deref(), json),
-        Command::Compact => db_cmd::compact(db),
+        Command::Init { db } => db_cmd::init(&db),
+        Command::Collection { db, command } => db_cmd::collection(&db, command),
+        Command::Import(a) => db_cmd::import(a),
+        Command::Query(a) => db_cmd::query(a),
+        Command::Get { db, collection, id, json } => db_cmd::get(&db, &collection, &id, json),
+        Command::Delete { db, collection, ids } => db_cmd::delete(&db, &collection, &ids),
+        Command::Stats { db, collection, json } => db_cmd::stats(&db, &collection, json),
+        Command::Check { db, collection, json } => db_cmd::check(&db, collection.as_deref(), json),
+        Command::Compact { db } => db_cmd::compact(&db),
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench_cmd::run(a),
