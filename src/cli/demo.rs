@@ -111,9 +111,12 @@ pub fn run(a: DemoArgs) -> CliResult {
             let r = c.query(q, &opts)?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             println!("  {mode:?} rerank of 20 candidates: {ms:.0} ms");
+            let width = r.hits.iter().map(|h| h.id.chars().count()).max().unwrap_or(0);
             for (i, h) in r.hits.iter().enumerate() {
-                let snippet: String = h.text.chars().take(70).collect();
-                println!("    {}. [{:.3}] {:<16} {}", i + 1, h.probability.unwrap_or(0.0), h.id, snippet);
+                // The corpus texts start with their id ("abc.ABC: ..."): show the rest.
+                let text = h.text.strip_prefix(&format!("{}: ", h.id)).unwrap_or(&h.text);
+                let snippet: String = text.chars().take(70).collect();
+                println!("    {}. [{:.3}] {:<width$}  {}", i + 1, h.probability.unwrap_or(0.0), h.id, snippet);
             }
         }
         println!();
