@@ -26,6 +26,13 @@ fn main() {
         let sd = checkpoint::pth::read(Cursor::new(&data));
         report(&p, sd);
     }
+    for p in files(&root.join("pickle")) {
+        let data = fs::read(&p).unwrap();
+        match checkpoint::pickle::load(&data) {
+            Ok(v) => println!("{}: loads ({} bytes of Debug)", p.display(), format!("{v:?}").len()),
+            Err(e) => println!("{}: error ({e})", p.display()),
+        }
+    }
     for p in files(&root.join("safetensors")) {
         let data = fs::read(&p).unwrap();
         rwkvdb::fuzzing::safetensors(&data);

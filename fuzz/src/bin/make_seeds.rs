@@ -19,23 +19,27 @@ use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
+/// Seed folders (`pth_crc` and `state_blob_crc` use those of `pth` and `state_blob`).
+const TARGETS: [&str; 6] = ["pth", "pickle", "safetensors", "state_blob", "database_file", "jsonl"];
+
 fn main() {
     let root = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("fuzz/seeds"));
     let tmp = std::env::temp_dir().join(format!("rwkvdb-seeds-{}", std::process::id()));
     fs::create_dir_all(&tmp).unwrap();
-    for t in ["pth", "safetensors", "state_blob", "database_file", "jsonl"] {
+    for t in TARGETS {
         let dir = root.join(t);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
     }
     pth_seeds(&root.join("pth"), &tmp);
+    pickle_seeds(&root.join("pickle"), &root.join("pth"));
     safetensors_seeds(&root.join("safetensors"));
     state_blob_seeds(&root.join("state_blob"));
     jsonl_seeds(&root.join("jsonl"));
     database_seeds(&root.join("database_file"), &tmp);
     fs::remove_dir_all(&tmp).unwrap();
     let mut total = 0;
-    for t in ["pth", "safetensors", "state_blob", "database_file", "jsonl"] {
+    for t in TARGETS {
         let mut entries: Vec<_> = fs::read_dir(root.join(t)).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for p in entries {
@@ -113,6 +117,27 @@ fn pth_seeds(dir: &Path, tmp: &Path) {
     let rr = shrink(synth_reranker(&cfg));
     check_pair(&rr, false);
     write("reranker-w64-l1-bf16.pth", &rr, StoredDType::BF16);
+}
+
+/// The `data.pkl` of the `.pth` seeds, plus two pickles written by CPython's `pickle.dumps`
+/// (protocols 2 and 4) of `OrderedDict(a=(1, -2, 2**40, -2**62, 3.5, None, True, False),
+/// b=[b"xy", "é", {"k": [1, 2]}, ()], reranker_layer_idx=[0, 2])`: opcodes torch does not
+/// write (LONG1, BINFLOAT, FRAME, MEMOIZE, SHORT_BINUNICODE, `_codecs.encode` bytes, ...).
+fn pickle_seeds(dir: &Path, pth_dir: &Path) {
+    for name in ["tiny-f32", "reranker-w64-l1-bf16"] {
+        let file = fs::File::open(pth_dir.join(format!("{name}.pth"))).unwrap();
+        let mut zip = zip::ZipArchive::new(file).unwrap();
+        let mut pkl = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_name("archive/data.pkl").unwrap(), &mut pkl).unwrap();
+        assert!(checkpoint::pickle::load(&pkl).is_ok());
+        fs::write(dir.join(format!("{name}.pkl")), pkl).unwrap();
+    }
+    const PROTO2: &str = "800263636f6c6c656374696f6e730a4f726465726564446963740a710029527101285801000000617102284b014afeffffff8a060000000000018a0800000000000000c047400c0000000000004e888974710358010000006271045d710528635f636f646563730a656e636f64650a710658020000007879710758060000006c6174696e31710886710952710a5802000000c3a9710b7d710c58010000006b710d5d710e284b014b02657329655812000000726572616e6b65725f6c617965725f696478710f5d7110284b004b0265752e";
+    const PROTO4: &str = "8004958f000000000000008c0b636f6c6c656374696f6e73948c0b4f72646572656444696374949394295294288c016194284b014afeffffff8a060000000000018a0800000000000000c047400c0000000000004e888974948c0162945d942843027879948c02c3a9947d948c016b945d94284b014b02657329658c12726572616e6b65725f6c617965725f696478945d94284b004b0265752e";
+    for (name, hex) in [("cpython-proto2.pkl", PROTO2), ("cpython-proto4.pkl", PROTO4)] {
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        fs::write(dir.join(name), bytes).unwrap();
+    }
 }
 
 fn safetensors_bytes(sd: &StateDict, dtype: Dtype) -> Vec<u8> {
