@@ -156,15 +156,19 @@ fn gather(key: &str, t: &TensorRef, bytes: &[u8]) -> Result<(Vec<usize>, Gathere
     }
     let count = t.size.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS);
     let count = count.ok_or_else(|| CheckpointError::TooLarge { key: key.into() })?;
+    let esize = t.dtype.size();
+    // Elements the storage bytes actually hold: a storage shared by several tensors is read
+    // once, for the first of them, so a later one may declare a longer storage or a wider dtype
+    // than the bytes read (found by fuzzing).
+    let available = bytes.len() as u64 / esize as u64;
     if count > 0 {
         let last =
             t.size.iter().zip(&t.stride).try_fold(t.offset, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?));
-        if last.is_none_or(|l| l >= t.storage_len) {
+        if last.is_none_or(|l| l >= t.storage_len || l >= available) {
             return Err(CheckpointError::TensorOutOfBounds { key: key.into() });
         }
     }
     let shape: Vec<usize> = t.size.iter().map(|&d| d as usize).collect();
-    let esize = t.dtype.size();
     let contiguous = {
         let mut expect = 1u64;
         let mut ok = true;
