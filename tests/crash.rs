@@ -3,8 +3,9 @@
 //! queryable, nothing half-written, and store and index in agreement.
 //!
 //! The child is this same test binary, re-run with `RWKVDB_CRASH_CHILD` set (see `child_writer`).
-//! `RWKVDB_CRASH_KILLS` sets the number of kills (default 20; the longer run in
-//! docs/reliability.md used 100).
+//! `RWKVDB_CRASH_KILLS` sets the number of kills (default 20; `scripts/crash-test` runs 1,000),
+//! `RWKVDB_CRASH_FRESH_EVERY` how many kills share one database file before a fresh one is
+//! started (default 100).
 
 mod common;
 
@@ -79,6 +80,17 @@ struct Acked {
     compactions: usize,
 }
 
+impl Acked {
+    /// Adds another database's counts (the long run's totals).
+    fn add(&mut self, other: &Acked) {
+        self.inserted.extend(&other.inserted);
+        self.upserted.extend(&other.upserted);
+        self.deleted.extend(&other.deleted);
+        self.rebuilds += other.rebuilds;
+        self.compactions += other.compactions;
+    }
+}
+
 fn run_child(dir: &Path, start: u64, kill_after: Duration, acked: &mut Acked) -> u64 {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "child_writer", "--nocapture", "--test-threads", "1"])
@@ -147,14 +159,26 @@ fn crash_kill_loop() {
     let kills: usize = std::env::var("RWKVDB_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let (emb, rr) = common::write_small_pair(dir.path());
-    {
+    // A long run starts a fresh database every `fresh_every` kills: each round's checks read the
+    // whole database, so an ever-growing file would make 1,000 kills take hours.
+    let fresh_every: usize =
+        std::env::var("RWKVDB_CRASH_FRESH_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(100).max(1);
+    let fresh_database = || {
+        let _ = std::fs::remove_file(dir.path().join("crash.redb"));
         let db = Database::open(dir.path().join("crash.redb"), OpenOptions::default()).unwrap();
-        db.create_collection("c", CollectionConfig::new(&emb, Some(rr))).unwrap();
-    }
+        db.create_collection("c", CollectionConfig::new(&emb, Some(rr.clone()))).unwrap();
+    };
     let mut acked = Acked::default();
+    let mut total = Acked::default();
     let mut next = 0u64;
     let mut seed = 0x9e37_79b9_u64;
     for round in 0..kills {
+        if round % fresh_every == 0 {
+            total.add(&acked);
+            acked = Acked::default();
+            next = 0;
+            fresh_database();
+        }
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         let kill_after = Duration::from_millis(20 + (seed >> 33) % 1200);
         next = run_child(dir.path(), next, kill_after, &mut acked);
@@ -205,9 +229,12 @@ fn crash_kill_loop() {
             assert!(!q.unwrap().hits.is_empty());
         }
     }
+    total.add(&acked);
+    let acked = total;
     assert!(acked.inserted.len() >= kills / 2, "the child made too little progress: {}", acked.inserted.len());
     eprintln!(
-        "{kills} kills: {} batches, {} upserts, {} deletes, {} index rebuilds, {} compactions acknowledged",
+        "{kills} kills ({} databases): {} batches, {} upserts, {} deletes, {} index rebuilds, {} compactions acknowledged",
+        kills.div_ceil(fresh_every),
         acked.inserted.len(),
         acked.upserted.len(),
         acked.deleted.len(),
