@@ -5,29 +5,32 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, TableHandle};
 use rwkvdb::{Database, OpenOptions, QueryOptions, Rerank};
 
-/// Where the fixture's collection recorded its model files when it was written.
-const RECORDED_EMBEDDER: &str = "/tmp/v1model/emb.pth";
-const RECORDED_RERANKER: &str = "/tmp/v1model/rr.pth";
+/// A copy of `tests/data/{version}/fixture.redb` in a new temporary folder, and open options
+/// mapping the model paths the fixture recorded (`/tmp/{version}model/emb.pth`, `rr.pth`) to
+/// the same synthetic model written anew.
+fn fixture(version: &str) -> (tempfile::TempDir, PathBuf, OpenOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{version}.redb"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{version}/fixture.redb"));
+    std::fs::copy(source, &path).unwrap();
+    let (emb, rr) = common::write_small_pair(dir.path());
+    let recorded = PathBuf::from(format!("/tmp/{version}model"));
+    let opts = OpenOptions {
+        model_paths: HashMap::from([(recorded.join("emb.pth"), emb), (recorded.join("rr.pth"), rr)]),
+        ..OpenOptions::default()
+    };
+    (dir, path, opts)
+}
 
 #[test]
 fn version_1_fixture_is_upgraded_and_fully_usable() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.redb");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/v1/fixture.redb"), &path).unwrap();
-    // The same synthetic model, written anew; the recorded paths are mapped to it.
-    let (emb, rr) = common::write_small_pair(dir.path());
-    let opts = || OpenOptions {
-        model_paths: HashMap::from([
-            (PathBuf::from(RECORDED_EMBEDDER), emb.clone()),
-            (PathBuf::from(RECORDED_RERANKER), rr.clone()),
-        ]),
-        ..OpenOptions::default()
-    };
+    let (_dir, path, opts) = fixture("v1");
+    let opts = || opts.clone();
     for reopen in 0..2 {
         let db = Database::open(&path, opts()).unwrap();
         let c = db.collection("docs").unwrap();
@@ -61,26 +64,13 @@ fn version_1_fixture_is_upgraded_and_fully_usable() {
     assert_eq!(v, 3u32.to_le_bytes());
 }
 
-/// Where the version-2 fixture recorded its model files (tests/data/v2/README.md).
-const V2_EMBEDDER: &str = "/tmp/v2model/emb.pth";
-const V2_RERANKER: &str = "/tmp/v2model/rr.pth";
-
 /// Version 3 re-encodes collection records (JSON -> bincode + CRC) and document records (the
 /// hand-written layout -> bincode + CRC). Everything the version-2 code wrote reads back the
 /// same: records, configuration, metadata, deletes, upserts, states, fingerprints.
 #[test]
 fn version_2_fixture_is_upgraded_and_fully_usable() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v2.redb");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/v2/fixture.redb"), &path).unwrap();
-    let (emb, rr) = common::write_small_pair(dir.path());
-    let opts = || OpenOptions {
-        model_paths: HashMap::from([
-            (PathBuf::from(V2_EMBEDDER), emb.clone()),
-            (PathBuf::from(V2_RERANKER), rr.clone()),
-        ]),
-        ..OpenOptions::default()
-    };
+    let (_dir, path, opts) = fixture("v2");
+    let opts = || opts.clone();
     for reopen in 0..2 {
         let db = Database::open(&path, opts()).unwrap();
         let mut names: Vec<String> = db.list_collections().unwrap().into_iter().map(|c| c.name).collect();
@@ -95,7 +85,7 @@ fn version_2_fixture_is_upgraded_and_fully_usable() {
         assert_eq!(plain.get("p1").unwrap().unwrap().text, "Plain document number 1.");
 
         let c = db.collection("docs").unwrap();
-        assert_eq!(c.config().embedder, PathBuf::from(V2_EMBEDDER));
+        assert_eq!(c.config().embedder, PathBuf::from("/tmp/v2model/emb.pth"));
         assert_eq!(c.count().unwrap(), 11);
         let d = c.get("v2-4").unwrap().unwrap();
         assert_eq!(d.text, "Version two document 4 about subject 1.");
