@@ -1,15 +1,11 @@
 //! Inputs found by the AFL++ fuzz targets (`scripts/fuzz`; docs/reliability.md, "Fuzzing"),
 //! kept as `tests/data/fuzz/<target>-<name>` and fed to the same entry points
-//! (`rwkvdb::fuzzing::<target>`). Inputs of a fixed bug must not panic. Inputs that still panic
-//! in a dependency (`OPEN`: not fixed in rwkvdb yet) are checked by an ignored test, which
-//! becomes their regression test once they are handled.
+//! (`rwkvdb::fuzzing::<target>`): none may panic. Inputs that still panic (not fixed yet) are
+//! kept apart in `tests/data/fuzz/open/`, checked by an ignored test; once fixed, a file moves
+//! up to `tests/data/fuzz/` and becomes a regression input. (`tests/hostile.rs` also opens every
+//! `tests/data/fuzz/database_file-*` as a file on disk.)
 
 use std::path::Path;
-
-/// Name prefixes of inputs whose panic is not fixed yet (none now: the `database_file-redb-*`
-/// inputs, on which redb 4.6 panics, give `StoreError::Corrupt` since `src/store/` runs redb
-/// behind `catch_unwind`).
-const OPEN: &[&str] = &[];
 
 fn run(target: &str, data: &[u8]) {
     match target {
@@ -22,9 +18,9 @@ fn run(target: &str, data: &[u8]) {
     }
 }
 
-/// `(file name, target, bytes)` of every saved input, in name order.
-fn inputs() -> Vec<(String, String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+/// `(file name, target, bytes)` of every saved input in `tests/data/fuzz/<sub>`, in name order.
+fn inputs(sub: &str) -> Vec<(String, String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz").join(sub);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -43,23 +39,27 @@ fn inputs() -> Vec<(String, String, Vec<u8>)> {
     out
 }
 
-fn is_open(name: &str) -> bool {
-    OPEN.iter().any(|p| name.starts_with(p))
-}
-
 #[test]
 fn fixed_fuzz_inputs_do_not_panic() {
-    for (name, target, data) in inputs().into_iter().filter(|(n, ..)| !is_open(n)) {
+    for (name, target, data) in inputs("") {
         eprintln!("{name}");
         run(&target, &data);
     }
 }
 
+/// Open today (found by `database_file` on 2026-11-30, after `src/store/` began catching redb's
+/// panics): redb panics while the database or a collection is *dropped* (it writes its
+/// allocator state on close, outside the guarded calls: `database_file-redb-*drop-bitmap-315`),
+/// and a panic inside the guarded v3 migration poisons a redb lock, whose `unwrap()` in a
+/// destructor panics again during unwinding, which aborts the process
+/// (`database_file-redb-migration-poisoned-lock`; seen with debug assertions, as in the fuzz
+/// build; a `--release` test run passes it).
 #[test]
-#[ignore = "lists the inputs still open (none at the moment)"]
+#[ignore = "open: redb panics on close / aborts on a poisoned lock (tests/data/fuzz/open/)"]
 fn open_fuzz_inputs_do_not_panic() {
     let mut panicked = Vec::new();
-    for (name, target, data) in inputs().into_iter().filter(|(n, ..)| is_open(n)) {
+    for (name, target, data) in inputs("open") {
+        eprintln!("{name}");
         if std::panic::catch_unwind(|| run(&target, &data)).is_err() {
             panicked.push(name);
         }
