@@ -49,7 +49,7 @@ fn fixed_fuzz_inputs_do_not_panic() {
 
 /// Open today (found by `database_file` on 2026-11-30, after `src/store/` began catching redb's
 /// panics): redb panics while the database or a collection is *dropped* (it writes its
-/// allocator state on close, outside the guarded calls: `database_file-redb-*drop-bitmap-315`),
+/// allocator state on close, outside the guarded calls: `database_file-redb-*drop-*`),
 /// and a panic inside the guarded v3 migration poisons a redb lock, whose `unwrap()` in a
 /// destructor panics again during unwinding, which aborts the process
 /// (`database_file-redb-migration-poisoned-lock`; seen with debug assertions, as in the fuzz
