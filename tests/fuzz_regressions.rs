@@ -47,15 +47,14 @@ fn fixed_fuzz_inputs_do_not_panic() {
     }
 }
 
-/// Open today (found by `database_file` on 2026-11-30, after `src/store/` began catching redb's
-/// panics): redb panics while the database or a collection is *dropped* (it writes its
-/// allocator state on close, outside the guarded calls: `database_file-redb-*drop-*`),
-/// and a panic inside the guarded v3 migration poisons a redb lock, whose `unwrap()` in a
-/// destructor panics again during unwinding, which aborts the process
-/// (`database_file-redb-migration-poisoned-lock`; seen with debug assertions, as in the fuzz
-/// build; a `--release` test run passes it).
+/// Open today (found by `database_file` on 2026-11-30): a panic inside the guarded v3 migration
+/// poisons a redb lock, whose `unwrap()` in a destructor panics again during unwinding, which
+/// aborts the process (`database_file-redb-migration-poisoned-lock`; seen with debug
+/// assertions, as in the fuzz build; a `--release` test run passes it). (The panics redb raised
+/// while a database was dropped, `database_file-redb-*drop-*`, are fixed: `Store` drops its
+/// redb handle behind `catch_unwind`.)
 #[test]
-#[ignore = "open: redb panics on close / aborts on a poisoned lock (tests/data/fuzz/open/)"]
+#[ignore = "open: redb aborts on a poisoned lock (tests/data/fuzz/open/)"]
 fn open_fuzz_inputs_do_not_panic() {
     let mut panicked = Vec::new();
     for (name, target, data) in inputs("open") {

@@ -34,7 +34,8 @@ pub const FORMAT_VERSION: u32 = 3;
 
 /// An open database file.
 pub(crate) struct Store {
-    db: redb::Database,
+    /// Dropped by hand in `Drop`, behind `catch_unwind` (see there).
+    db: std::mem::ManuallyDrop<redb::Database>,
     path: PathBuf,
 }
 
@@ -125,7 +126,7 @@ impl Store {
                 w.commit()?;
             }
         }
-        Ok(Self { db, path: path.to_path_buf() })
+        Ok(Self { db: std::mem::ManuallyDrop::new(db), path: path.to_path_buf() })
     }
 
     /// The file (or the label of a custom backend).
@@ -259,6 +260,16 @@ impl Store {
             txn.commit().map_err(StoreError::from)?;
             Ok(out)
         })
+    }
+}
+
+impl Drop for Store {
+    /// redb writes its allocator state when a database closes, and on some damaged files it
+    /// panics there (found by fuzzing): closing must not crash the process either.
+    fn drop(&mut self) {
+        // SAFETY: `db` is taken exactly once, here, and never used afterwards.
+        let db = unsafe { std::mem::ManuallyDrop::take(&mut self.db) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
     }
 }
 
