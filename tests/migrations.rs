@@ -27,6 +27,23 @@ fn fixture(version: &str) -> (tempfile::TempDir, PathBuf, OpenOptions) {
     (dir, path, opts)
 }
 
+/// An upgraded collection of `n` documents: `check` clean, format version 3, and offline
+/// rerank (from the stored states) agreeing with online rerank for every document.
+fn upgraded_collection_is_clean_and_scores(c: &rwkvdb::Collection, n: usize) {
+    let report = c.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(c.stats().unwrap().format_version, 3);
+    let q = |rerank| QueryOptions { top_k: n, candidates: n, rerank, ..QueryOptions::default() };
+    let off = c.query("subject 2", &q(Rerank::Offline)).unwrap();
+    let on = c.query("subject 2", &q(Rerank::Online)).unwrap();
+    assert_eq!(off.hits.len(), n);
+    assert!(off.skipped.is_empty());
+    for h in &off.hits {
+        let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
+        assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01);
+    }
+}
+
 #[test]
 fn version_1_fixture_is_upgraded_and_fully_usable() {
     let (_dir, path, opts) = fixture("v1");
@@ -39,19 +56,8 @@ fn version_1_fixture_is_upgraded_and_fully_usable() {
         assert_eq!(d.text, "Version one document 4 about subject 1.");
         assert_eq!(d.metadata["subject"], 1);
         assert!(c.get("v1-11").unwrap().is_none(), "a v1 delete stays deleted");
-        let report = c.check().unwrap();
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
-        assert_eq!(c.stats().unwrap().format_version, 3);
         // States moved to the chunked table still score like a fresh online rerank.
-        let q = |rerank| QueryOptions { top_k: 11, candidates: 11, rerank, ..QueryOptions::default() };
-        let off = c.query("subject 2", &q(Rerank::Offline)).unwrap();
-        let on = c.query("subject 2", &q(Rerank::Online)).unwrap();
-        assert_eq!(off.hits.len(), 11);
-        assert!(off.skipped.is_empty());
-        for h in &off.hits {
-            let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
-            assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01);
-        }
+        upgraded_collection_is_clean_and_scores(&c, 11);
     }
     // The old table is gone and the version record says 3.
     let raw = redb::Database::open(&path).unwrap();
@@ -94,20 +100,10 @@ fn version_2_fixture_is_upgraded_and_fully_usable() {
         let up = c.get("v2-5").unwrap().unwrap();
         assert_eq!(up.text, "Version two document 5, replaced, about subject 2.");
         assert_eq!(up.metadata, serde_json::Value::Null);
-        let report = c.check().unwrap();
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
-        assert_eq!(c.stats().unwrap().format_version, 3);
-        // Before any model use, a filtered ANN-only query needs the model for the query
-        // embedding: the fingerprint recorded by the v2 code must match the model files.
+        // The fingerprint the v2 code recorded matches the model files (queries load the
+        // model), and the re-encoded records rerank like a fresh online rerank.
+        upgraded_collection_is_clean_and_scores(&c, 11);
         let q = |rerank| QueryOptions { top_k: 11, candidates: 11, rerank, ..QueryOptions::default() };
-        let off = c.query("subject 2", &q(Rerank::Offline)).unwrap();
-        let on = c.query("subject 2", &q(Rerank::Online)).unwrap();
-        assert_eq!(off.hits.len(), 11);
-        assert!(off.skipped.is_empty());
-        for h in &off.hits {
-            let o = on.hits.iter().find(|x| x.id == h.id).unwrap();
-            assert!((h.probability.unwrap() - o.probability.unwrap()).abs() < 0.01);
-        }
         let filtered = c
             .query(
                 "subject",
