@@ -128,6 +128,8 @@ impl crate::Collection {
         let mut report = ImportReport::default();
         let mut seen = std::collections::HashSet::new();
         let mut todo = Vec::new();
+        // One read snapshot for the whole resume check (not a transaction per document).
+        let stored = self.inner.read()?;
         for d in docs {
             if let Some(id) = &d.id {
                 if !seen.insert(id.clone()) {
@@ -137,13 +139,14 @@ impl crate::Collection {
                     });
                     continue;
                 }
-                if self.contains(id)? {
+                if stored.key_of(id)?.is_some() {
                     report.already_present += 1;
                     continue;
                 }
             }
             todo.push(d);
         }
+        drop(stored);
         let mut state = ImportProgress { total: todo.len(), ..ImportProgress::default() };
         progress(&state);
         let batch_size = opts.batch_size.clamp(1, super::MAX_BATCH_DOCS);
