@@ -253,8 +253,54 @@ impl Database {
         Ok(())
     }
 
-    /// Compacts a database file (no other handle may have it open): redb reclaims free pages.
+    /// Saves the ANN index of every collection this handle opened whose saved copy is not
+    /// current (see [`Collection::checkpoint`]), then closes the database. Dropping the handle
+    /// does the same but cannot report errors.
+    pub fn close(self) -> Result<()> {
+        self.save_indexes()
+    }
+
+    fn save_indexes(&self) -> Result<()> {
+        let open: Vec<Collection> = self.open.lock().values().cloned().collect();
+        let mut first_error = None;
+        for c in open {
+            // A graph still being built is not waited for: the next open builds it again.
+            if let Err(e) = c.save_index_on_close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Compacts a database file (no other handle may have it open): saves every collection's
+    /// ANN index first (waiting for graphs still being built), then redb reclaims free pages.
     pub fn compact_file(path: impl AsRef<Path>) -> Result<bool> {
-        Ok(Store::compact_file(path.as_ref(), OpenOptions::default().cache_bytes)?)
+        let path = path.as_ref();
+        {
+            let db = match Self::open(path, OpenOptions { create: false, ..OpenOptions::default() }) {
+                Err(Error::Store(crate::store::StoreError::Locked { .. })) => {
+                    return Err(crate::store::StoreError::NeedsExclusiveAccess {
+                        path: path.to_path_buf(),
+                        operation: "compaction",
+                    }
+                    .into())
+                }
+                other => other?,
+            };
+            for record in db.list_collections()? {
+                // A collection that cannot open (its model needed and missing) keeps its old copy.
+                if let Ok(c) = db.collection(&record.name) {
+                    c.checkpoint()?;
+                }
+            }
+        }
+        Ok(Store::compact_file(path, OpenOptions::default().cache_bytes)?)
+    }
+}
+
+impl Drop for Database {
+    /// Saves the ANN indexes that changed (errors are dropped: use [`Database::close`] to see them).
+    fn drop(&mut self) {
+        let _ = self.save_indexes();
     }
 }

@@ -43,8 +43,9 @@
 
 // The database: what an application uses.
 pub use collection::{
-    CheckReport, Collection, CollectionStats, DeleteReport, Document, Hit, HnswSettings, ImportOptions, ImportProgress,
-    ImportReport, InsertReport, NewDocument, PrecomputedDocument, QueryOptions, QueryResult, Rerank, Skipped, Timings,
+    CheckReport, CheckpointReport, Collection, CollectionStats, DeleteReport, Document, Hit, HnswSettings,
+    ImportOptions, ImportProgress, ImportReport, InsertReport, NewDocument, PrecomputedDocument, QueryOptions,
+    QueryResult, Rerank, Skipped, Timings,
 };
 pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};

@@ -30,8 +30,8 @@ fn batch_docs(b: u64) -> Vec<NewDocument> {
 
 /// The child: writes batches forever, printing `ACK <n>` after each committed one. Every fifth
 /// batch also upserts a document of the previous batch and deletes one from two batches back;
-/// every third rebuilds the ANN index; every sixth closes the database, compacts the file and
-/// reopens it.
+/// every third rebuilds the ANN index; every other saves it (`checkpoint`); every sixth closes
+/// the database (which saves the index too), compacts the file and reopens it.
 #[test]
 #[ignore = "run by crash_kill_loop as a child process"]
 fn child_writer() {
@@ -60,6 +60,11 @@ fn child_writer() {
             c.rebuild_index().unwrap();
             println!("ACK rebuild {b}");
         }
+        if b % 2 == 1 {
+            // Saving the index: a kill in the middle must leave the old saved copy or the new.
+            c.checkpoint().unwrap();
+            println!("ACK checkpoint {b}");
+        }
         if b % 6 == 0 {
             drop(c);
             drop(db);
@@ -77,6 +82,7 @@ struct Acked {
     upserted: Vec<u64>,
     deleted: Vec<u64>,
     rebuilds: usize,
+    checkpoints: usize,
     compactions: usize,
 }
 
@@ -87,6 +93,7 @@ impl Acked {
         self.upserted.extend(&other.upserted);
         self.deleted.extend(&other.deleted);
         self.rebuilds += other.rebuilds;
+        self.checkpoints += other.checkpoints;
         self.compactions += other.compactions;
     }
 }
@@ -131,6 +138,7 @@ fn run_child(dir: &Path, start: u64, kill_after: Duration, acked: &mut Acked) ->
                         "upsert" => acked.upserted.push(n),
                         "delete" => acked.deleted.push(n),
                         "rebuild" => acked.rebuilds += 1,
+                        "checkpoint" => acked.checkpoints += 1,
                         _ => acked.compactions += 1,
                     }
                 }
@@ -221,6 +229,10 @@ fn crash_kill_loop() {
         assert_eq!(present, count, "round {round}: stray documents");
         let report = c.check().unwrap();
         assert!(report.problems.is_empty(), "round {round}: {:?}", report.problems);
+        // The saved index is whole (a kill during a save leaves the previous copy): it loads,
+        // or is missing (nothing saved yet), never damaged.
+        let origin = c.stats().unwrap().index_origin;
+        assert!(origin.starts_with("saved index") || origin.contains("no saved index"), "round {round}: {origin}");
         if count > 0 {
             let q = c.query(
                 "Batch document",
@@ -233,17 +245,18 @@ fn crash_kill_loop() {
     let acked = total;
     assert!(acked.inserted.len() >= kills / 2, "the child made too little progress: {}", acked.inserted.len());
     eprintln!(
-        "{kills} kills ({} databases): {} batches, {} upserts, {} deletes, {} index rebuilds, {} compactions acknowledged",
+        "{kills} kills ({} databases): {} batches, {} upserts, {} deletes, {} index rebuilds, {} index saves, {} compactions acknowledged",
         kills.div_ceil(fresh_every),
         acked.inserted.len(),
         acked.upserted.len(),
         acked.deleted.len(),
         acked.rebuilds,
+        acked.checkpoints,
         acked.compactions
     );
     let log = std::fs::read_to_string(dir.path().join("child-stderr.log")).unwrap_or_default();
     assert!(
-        acked.rebuilds > 0 && acked.compactions > 0,
+        acked.rebuilds > 0 && acked.checkpoints > 0 && acked.compactions > 0,
         "no rebuild or compaction between kills; last child said:\n{log}"
     );
 }

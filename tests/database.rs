@@ -598,10 +598,14 @@ fn a_large_collection_opens_at_once_and_gets_its_graph_in_the_background() {
             c.insert_precomputed(docs).unwrap();
         }
     }
+    // Without its saved index (as in files from before it was saved)...
+    common::remove_saved_index(&f.db_path(), 1);
     let db = f.open();
     let c = db.collection("big").unwrap();
-    // Open returns before the graph exists; queries are exact scans meanwhile.
-    assert!(!c.stats().unwrap().index_graph_ready);
+    // ... open returns before the graph exists; queries are exact scans meanwhile.
+    let stats = c.stats().unwrap();
+    assert!(!stats.index_graph_ready);
+    assert!(stats.index_origin.contains("no saved index"), "{}", stats.index_origin);
     let q = QueryOptions { top_k: 5, rerank: Rerank::None, ..QueryOptions::default() };
     let before = c.query("generated", &q).unwrap();
     assert_eq!(before.hits.len(), 5);

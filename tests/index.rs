@@ -1,4 +1,4 @@
-//! The HNSW index (`hnsw_rs`) with tombstones, filters and the exact fallbacks.
+//! The HNSW index with tombstones, filters and the exact fallbacks.
 
 use rwkvdb::index::{AnnIndex, IndexParams, EXACT_BELOW};
 

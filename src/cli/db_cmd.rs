@@ -375,6 +375,28 @@ pub fn check(db: &DbArg, collection: Option<&str>, json: bool) -> CliResult {
     Ok(())
 }
 
+pub fn checkpoint(db: &DbArg, collection: Option<&str>) -> CliResult {
+    let database = db.open(false)?;
+    let names: Vec<String> = match collection {
+        Some(n) => vec![n.to_string()],
+        None => database.list_collections()?.into_iter().map(|c| c.name).collect(),
+    };
+    for name in names {
+        let r = database.collection(&name)?.checkpoint()?;
+        if r.saved {
+            println!(
+                "{name}: saved the index ({} entries, {:.1} MB written) in {:.2}s",
+                r.slots,
+                r.bytes_written as f64 / 1e6,
+                r.seconds
+            );
+        } else {
+            println!("{name}: the saved index is current");
+        }
+    }
+    Ok(())
+}
+
 pub fn compact(db: &DbArg) -> CliResult {
     let before = std::fs::metadata(&db.db).map_or(0, |m| m.len());
     Database::compact_file(&db.db)?;

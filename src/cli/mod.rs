@@ -95,7 +95,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reclaim free space in the database file (needs it to itself).
+    /// Save the ANN index into the database file, so the next open loads it instead of
+    /// building the graph (waits for a graph still being built). Saves also happen when a
+    /// command that changed a collection ends, before `compact`, and in the background.
+    Checkpoint {
+        #[command(flatten)]
+        db: db_cmd::DbArg,
+        /// Only this collection (default: all).
+        #[arg(short, long)]
+        collection: Option<String>,
+    },
+    /// Save every collection's ANN index, then reclaim free space in the database file (needs
+    /// it to itself).
     Compact {
         #[command(flatten)]
         db: db_cmd::DbArg,
@@ -121,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Delete { db, collection, ids } => db_cmd::delete(&db, &collection, &ids),
         Command::Stats { db, collection, json } => db_cmd::stats(&db, &collection, json),
         Command::Check { db, collection, json } => db_cmd::check(&db, collection.as_deref(), json),
+        Command::Checkpoint { db, collection } => db_cmd::checkpoint(&db, collection.as_deref()),
         Command::Compact { db } => db_cmd::compact(&db),
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Demo(a) => demo::run(a),

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -229,7 +230,9 @@ impl Collection {
                 meta.insert(*k, Arc::new(p.metadata.clone()));
             }
         }
+        inner.changes.fetch_add((new_keys.len() + replaced_keys.len()) as u64, Ordering::AcqRel);
         self.maybe_rebuild_index_locked();
+        self.maybe_save_index_in_background();
         let tokens = prepared.iter().map(|p| p.record.tokens as usize).sum();
         let ids = prepared.into_iter().map(|p| p.record.id).collect();
         Ok(InsertReport { ids, tokens, replaced: replaced_keys.len() })
@@ -255,7 +258,9 @@ impl Collection {
             Ok((report, keys))
         })?;
         inner.forget(&keys);
+        inner.changes.fetch_add(keys.len() as u64, Ordering::AcqRel);
         self.maybe_rebuild_index_locked();
+        self.maybe_save_index_in_background();
         Ok(report)
     }
 }

@@ -45,6 +45,8 @@ impl Collection {
             index_entries: index.len(),
             index_tombstones: index.tombstones(),
             index_graph_ready: index.has_graph(),
+            index_memory_bytes: index.memory_bytes(),
+            index_origin: inner.index_origin.read().clone(),
             fingerprint: rec.fingerprint,
             format_version: FORMAT_VERSION,
         })
@@ -148,6 +150,19 @@ impl Collection {
     pub(super) fn build_index_locked(&self, background: bool) -> Result<()> {
         let inner = &self.inner;
         let dim = inner.shape.width;
+        let params = inner.index.read().params();
+        if background {
+            // Opening: a saved index, brought up to date, spares building the graph.
+            match self.load_saved_index(params)? {
+                Ok(origin) => {
+                    *inner.index_origin.write() = origin;
+                    return Ok(());
+                }
+                Err(why) => *inner.index_origin.write() = format!("built from the documents ({why})"),
+            }
+        } else {
+            *inner.index_origin.write() = "built from the documents (rebuild requested)".into();
+        }
         let mut items = Vec::new();
         let mut metadata = HashMap::new();
         inner.read()?.for_each_doc(|key, raw| -> Result<()> {
@@ -225,7 +240,7 @@ impl Collection {
 
 /// Whether the index can hold `v`: the collection's dimension, finite, unit length (as every
 /// insert path stores it).
-fn indexable(v: &[f32], dim: usize) -> bool {
+pub(super) fn indexable(v: &[f32], dim: usize) -> bool {
     let norm: f32 = v.iter().map(|x| x * x).sum();
     v.len() == dim && v.iter().all(|x| x.is_finite()) && (0.5..2.0).contains(&norm)
 }

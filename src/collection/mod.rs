@@ -11,6 +11,7 @@ mod import;
 mod insert;
 mod maintenance;
 mod query;
+mod snapshot;
 mod types;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 pub use import::{read_folder, read_jsonl, ImportProblem, JsonlDocuments};
+pub use snapshot::CheckpointReport;
 pub use types::{
     CheckReport, CollectionStats, DeleteReport, Document, Hit, HnswSettings, ImportOptions, ImportProgress,
     ImportReport, InsertReport, NewDocument, PrecomputedDocument, QueryOptions, QueryResult, Rerank, Skipped, Timings,
@@ -80,6 +82,17 @@ struct CollectionInner {
     index_generation: AtomicU64,
     /// Whether a background graph build is running (at most one at a time).
     rebuilding: AtomicBool,
+    /// Documents inserted or deleted since the collection opened (and replayed into a loaded
+    /// index): compared with [`snapshot::SavedIndex`] to know whether the saved index is current.
+    changes: AtomicU64,
+    /// The saved index as of the last save or load.
+    saved: Mutex<snapshot::SavedIndex>,
+    /// Serialises saves.
+    saving: Mutex<()>,
+    /// Whether a background save is running.
+    saving_in_background: AtomicBool,
+    /// Where the index came from when the collection opened (for `stats`).
+    index_origin: RwLock<String>,
 }
 
 /// A collection's model: nothing until the first call that needs it.
@@ -196,6 +209,11 @@ impl Collection {
             writes: AtomicU32::new(0),
             index_generation: AtomicU64::new(0),
             rebuilding: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
+            saved: Mutex::new(snapshot::SavedIndex::default()),
+            saving: Mutex::new(()),
+            saving_in_background: AtomicBool::new(false),
+            index_origin: RwLock::new(String::new()),
         };
         let c = Self { inner: Arc::new(inner) };
         // The index and the metadata map come from the stored records (nothing is re-embedded):

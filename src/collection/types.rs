@@ -189,6 +189,11 @@ pub struct CollectionStats {
     /// False while the HNSW graph of a large collection is still being built after opening;
     /// searches are exact scans meanwhile.
     pub index_graph_ready: bool,
+    /// Heap bytes of the ANN index (vectors, keys, graph links).
+    pub index_memory_bytes: usize,
+    /// How the index was made when the collection opened: loaded from the saved copy (and
+    /// how much was replayed), or built from the documents (and why).
+    pub index_origin: String,
     /// Model fingerprint.
     pub fingerprint: String,
     /// On-disk format version.

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 pub use error::StoreError;
-pub use records::{CollectionConfig, CollectionRecord, DocRecord, DEFAULT_PRECISION};
-pub(crate) use schema::CollectionTables;
+pub use records::{CollectionConfig, CollectionRecord, DocRecord, IndexHeader, PartInfo, DEFAULT_PRECISION};
 pub use schema::STATE_CHUNK_BYTES;
+pub(crate) use schema::{CollectionTables, INDEX_CORE, INDEX_FIRST_BLOCK, INDEX_METADATA};
 use schema::{COLLECTIONS, MAGIC, META};
 
 /// Current on-disk schema version.
@@ -217,6 +217,7 @@ impl Store {
             txn.delete_table(t.docs())?;
             txn.delete_table(t.ids())?;
             txn.delete_table(t.states())?;
+            txn.delete_table(t.index())?;
             txn.commit()?;
             Ok(true)
         })
@@ -260,6 +261,66 @@ impl Store {
             txn.commit().map_err(StoreError::from)?;
             Ok(out)
         })
+    }
+}
+
+impl Store {
+    /// A read snapshot of a collection's saved ANN index; `None` when none was ever saved.
+    pub(crate) fn read_index(&self, tables: &CollectionTables) -> Result<Option<IndexReader>, StoreError> {
+        guarded(|| {
+            let txn = self.db.begin_read()?;
+            match txn.open_table(tables.index()) {
+                Ok(table) => Ok(Some(IndexReader { table })),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Saves a collection's ANN index in one transaction: each of `parts` replaces the part of
+    /// that number, parts numbered from `drop_from` on are removed, and `header` is written
+    /// last. A crash leaves the previous saved index or this one, never a mix.
+    pub(crate) fn write_index(
+        &self,
+        tables: &CollectionTables,
+        durable: bool,
+        header: &IndexHeader,
+        parts: &[(u32, &[u8])],
+        drop_from: u32,
+    ) -> Result<(), StoreError> {
+        let header = header.encode()?;
+        guarded(|| {
+            let mut txn = self.db.begin_write()?;
+            if !durable {
+                txn.set_durability(redb::Durability::None)?;
+            }
+            {
+                let mut t = txn.open_table(tables.index())?;
+                t.retain_in((drop_from, 0).., |_, _| false)?;
+                for (part, bytes) in parts.iter().copied().chain([(schema::INDEX_HEADER, header.as_slice())]) {
+                    schema::put_pieces(&mut t, part, bytes)?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+}
+
+/// A read snapshot of a saved ANN index (see [`Store::read_index`]).
+pub(crate) struct IndexReader {
+    table: redb::ReadOnlyTable<(u32, u32), &'static [u8]>,
+}
+
+impl IndexReader {
+    /// The header; `None` when absent.
+    pub(crate) fn header(&self) -> Result<Option<IndexHeader>, StoreError> {
+        guarded(|| schema::get_pieces(&self.table, schema::INDEX_HEADER)?.map(|b| IndexHeader::decode(&b)).transpose())
+    }
+
+    /// Part `part`, reassembled; `None` when absent.
+    pub(crate) fn part(&self, part: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        guarded(|| schema::get_pieces(&self.table, part))
     }
 }
 

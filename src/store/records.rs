@@ -166,3 +166,55 @@ impl CollectionRecord {
         decode(COLLECTION_VERSION, bytes, || format!("collection record {name:?}"))
     }
 }
+
+/// Size and checksum of one part of a saved index.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartInfo {
+    /// Length in bytes.
+    pub bytes: u64,
+    /// xxh3-64 of the bytes.
+    pub xxh3: u64,
+}
+
+impl PartInfo {
+    /// The size and checksum of `bytes`.
+    #[must_use]
+    pub fn of(bytes: &[u8]) -> Self {
+        Self { bytes: bytes.len() as u64, xxh3: xxhash_rust::xxh3::xxh3_64(bytes) }
+    }
+}
+
+/// What a collection's saved ANN index holds: written last, in the same transaction as its
+/// parts, so a header always describes parts that are all there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexHeader {
+    /// The index's slot layout (see `AnnIndex::layout`).
+    pub layout: u64,
+    /// Vector dimension.
+    pub dim: u32,
+    /// Slots, live and deleted.
+    pub slots: u64,
+    /// Highest document key in the index.
+    pub max_key: Option<u64>,
+    /// Keys, tombstones and graph.
+    pub core: PartInfo,
+    /// Metadata of the indexed documents.
+    pub metadata: PartInfo,
+    /// Vector blocks, in order.
+    pub blocks: Vec<PartInfo>,
+}
+
+/// Version byte of an index header.
+const INDEX_HEADER_VERSION: u8 = 1;
+
+impl IndexHeader {
+    /// The stored bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        encode(INDEX_HEADER_VERSION, self, || "index snapshot header".into())
+    }
+
+    /// Parses and checks a header.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        decode(INDEX_HEADER_VERSION, bytes, || "index snapshot header".into())
+    }
+}

@@ -23,18 +23,41 @@ pub(super) type IdsTable<'a> = TableDefinition<'a, &'static str, u64>;
 /// (document key, piece number) → piece of the encoded state.
 pub(super) type StatesTable<'a> = TableDefinition<'a, (u64, u32), &'static [u8]>;
 
-/// Table names of one collection (`c{id}_docs`, `c{id}_ids`, `c{id}_state_chunks`).
+/// (part, piece number) → piece of a saved ANN index: part [`INDEX_HEADER`] is the
+/// [`super::IndexHeader`], then the parts it describes.
+pub(super) type IndexTable<'a> = TableDefinition<'a, (u32, u32), &'static [u8]>;
+
+/// Part numbers in the index table.
+pub(crate) const INDEX_HEADER: u32 = 0;
+/// Keys, tombstones and graph.
+pub(crate) const INDEX_CORE: u32 = 1;
+/// Metadata of the indexed documents.
+pub(crate) const INDEX_METADATA: u32 = 2;
+/// Vector block `b` is part `INDEX_FIRST_BLOCK + b`.
+pub(crate) const INDEX_FIRST_BLOCK: u32 = 16;
+
+/// Table names of one collection (`c{id}_docs`, `c{id}_ids`, `c{id}_state_chunks`,
+/// `c{id}_index`).
 #[derive(Debug, Clone)]
 pub(crate) struct CollectionTables {
     docs: String,
     ids: String,
     states: String,
+    index: String,
 }
 
 impl CollectionTables {
     /// The tables of collection `id`.
     pub(crate) fn new(id: u64) -> Self {
-        Self { docs: format!("c{id}_docs"), ids: format!("c{id}_ids"), states: format!("c{id}_state_chunks") }
+        Self {
+            docs: format!("c{id}_docs"),
+            ids: format!("c{id}_ids"),
+            states: format!("c{id}_state_chunks"),
+            index: format!("c{id}_index"),
+        }
+    }
+    pub(super) fn index(&self) -> IndexTable<'_> {
+        TableDefinition::new(&self.index)
     }
     pub(super) fn docs(&self) -> DocsTable<'_> {
         TableDefinition::new(&self.docs)
@@ -83,4 +106,36 @@ pub(super) fn get_state(
 pub(super) fn remove_state(table: &mut redb::Table<(u64, u32), &'static [u8]>, key: u64) -> Result<(), StoreError> {
     table.retain_in((key, 0)..=(key, u32::MAX), |_, _| false)?;
     Ok(())
+}
+
+/// Replaces part `part` of an index table by `bytes`, in pieces of [`STATE_CHUNK_BYTES`].
+pub(super) fn put_pieces(
+    table: &mut redb::Table<(u32, u32), &'static [u8]>,
+    part: u32,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    table.retain_in((part, 0)..=(part, u32::MAX), |_, _| false)?;
+    for (i, piece) in bytes.chunks(STATE_CHUNK_BYTES).enumerate() {
+        let piece_no = u32::try_from(i).map_err(|_| StoreError::Unencodable {
+            what: format!("index part {part}"),
+            detail: "too many pieces".into(),
+        })?;
+        table.insert((part, piece_no), piece)?;
+    }
+    Ok(())
+}
+
+/// Reads part `part` of an index table back from its pieces; `None` when absent.
+pub(super) fn get_pieces(
+    table: &impl ReadableTable<(u32, u32), &'static [u8]>,
+    part: u32,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut bytes = Vec::new();
+    let mut pieces = 0;
+    for entry in table.range((part, 0)..=(part, u32::MAX))? {
+        let (_, piece) = entry?;
+        bytes.extend_from_slice(piece.value());
+        pieces += 1;
+    }
+    Ok((pieces > 0).then_some(bytes))
 }

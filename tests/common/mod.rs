@@ -49,3 +49,18 @@ pub fn unit(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter().map(|x| x / n).collect()
 }
+
+/// The table of collection `id`'s saved ANN index.
+pub fn saved_index_table(id: u64) -> String {
+    format!("c{id}_index")
+}
+
+/// Deletes collection `id`'s saved ANN index from a closed database file (as in files written
+/// before indexes were saved).
+pub fn remove_saved_index(path: &std::path::Path, id: u64) {
+    let db = redb::Database::open(path).unwrap();
+    let name = saved_index_table(id);
+    let txn = db.begin_write().unwrap();
+    assert!(txn.delete_table(redb::TableDefinition::<(u32, u32), &[u8]>::new(&name)).unwrap(), "no saved index");
+    txn.commit().unwrap();
+}
