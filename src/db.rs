@@ -265,6 +265,7 @@ impl Database {
         let mut first_error = None;
         for c in open {
             // A graph still being built is not waited for: the next open builds it again.
+            c.wait_for_background_save();
             if let Err(e) = c.save_index_on_close() {
                 first_error.get_or_insert(e);
             }

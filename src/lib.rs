@@ -44,8 +44,8 @@
 // The database: what an application uses.
 pub use collection::{
     CheckReport, CheckpointReport, Collection, CollectionStats, DeleteReport, Document, Hit, HnswSettings,
-    ImportOptions, ImportProgress, ImportReport, InsertReport, NewDocument, PrecomputedDocument, QueryOptions,
-    QueryResult, Rerank, Skipped, Timings,
+    ImportOptions, ImportProgress, ImportReport, IndexStatus, InsertReport, NewDocument, PrecomputedDocument,
+    QueryOptions, QueryResult, Rerank, Skipped, Timings,
 };
 pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};

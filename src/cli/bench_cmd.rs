@@ -53,6 +53,13 @@ pub struct BenchArgs {
     /// Keep the benchmark databases instead of deleting them.
     #[arg(long)]
     keep: bool,
+    /// Only the scale run: build a collection of this many documents through
+    /// `insert_precomputed` (real embeddings plus noise and metadata; no reranker and no states,
+    /// which would not fit the disk at a million), close it, and measure file size, cold open
+    /// to first answer and to graph, memory, query latency and insert throughput at that size.
+    /// The row is merged into --out (`scale` and `cold_open`).
+    #[arg(long)]
+    scale: Option<usize>,
 }
 
 /// Model shape and query settings of one run.
@@ -103,6 +110,9 @@ pub fn run(mut a: BenchArgs) -> CliResult {
         eprintln!("writing a synthetic {}x{} model to {}", s.layers, s.width, a.dir.display());
         checkpoint::pth::write(&embedder, &checkpoint::synth::synth_embedder(s), StoredDType::F32)?;
         checkpoint::pth::write(&reranker, &checkpoint::synth::synth_reranker(s), StoredDType::F32)?;
+    }
+    if let Some(n) = a.scale {
+        return scale_run(&a, &embedder, n);
     }
     let config = |preset: Preset| CollectionConfig {
         state_preset: preset.name().to_string(),
@@ -350,4 +360,155 @@ fn percentiles(ms: &mut [f64]) -> (f64, f64) {
 /// Deletes a database file if present (the benchmark starts from empty files).
 fn remove_db(path: &Path) {
     let _ = std::fs::remove_file(path);
+}
+
+/// `VmRSS` and `VmHWM` (peak) of this process, in MB.
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The scale run (`--scale N`): see [`BenchArgs::scale`].
+fn scale_run(a: &BenchArgs, embedder: &Path, n: usize) -> CliResult {
+    const BATCH: usize = 1000;
+    let path = a.dir.join(format!("bench-scale-{n}.redb"));
+    remove_db(&path);
+    let config = CollectionConfig::new(embedder, None);
+    // Real embeddings of corpus windows; every document is one of them plus noise.
+    let corpus = bundled_corpus()?;
+    let fill_start = Instant::now();
+    let (fill_s, close_s, dim) = {
+        let db = Database::open(&path, OpenOptions { durable: false, ..OpenOptions::default() })?;
+        let c = db.create_collection("scale", config)?;
+        let rt = c.runtime()?;
+        let tok = Tokenizer::world();
+        let seqs: Vec<Vec<u32>> = corpus.iter().take(64).map(|d| tok.encode_with_eos(&d.text)).collect();
+        let pool = rt.embed(&seqs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        let noise = 0.5 / (pool[0].len() as f32).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
+        let bar = ProgressBar::new(n as u64).with_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} docs, {per_sec}, eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("building {n}"));
+        for start in (0..n).step_by(BATCH) {
+            let batch = (start..(start + BATCH).min(n))
+                .map(|i| PrecomputedDocument {
+                    id: format!("g{i}"),
+                    text: format!("generated document {i}, a copy of corpus entry {}", i % pool.len()),
+                    metadata: Some(json!({"n": i, "bucket": i % 10})),
+                    embedding: pool[i % pool.len()].iter().map(|x| x + noise * rng.gen_range(-1.0f32..1.0)).collect(),
+                    state: None,
+                })
+                .collect::<Vec<_>>();
+            c.insert_precomputed(batch)?;
+            bar.set_position((start + BATCH).min(n) as u64);
+        }
+        bar.finish_and_clear();
+        let fill_s = fill_start.elapsed().as_secs_f64();
+        drop(c);
+        // Closing saves the index.
+        let t = Instant::now();
+        db.close()?;
+        (fill_s, t.elapsed().as_secs_f64(), pool[0].len())
+    };
+    let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    eprintln!(
+        "built {n} documents in {fill_s:.0}s; closing (saving the index) took {close_s:.1}s; file {:.2} GB",
+        file_bytes as f64 / 1e9
+    );
+
+    // Cold open (the page cache may still hold the file: see the JSON's note).
+    let t = Instant::now();
+    let db = Database::open(&path, OpenOptions::default())?;
+    let c = db.collection("scale")?;
+    let open_s = t.elapsed().as_secs_f64();
+    let status = c.index_status();
+    let graph_ready_s = if status.graph_ready {
+        open_s
+    } else {
+        while !c.index_status().graph_ready {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let plain = QueryOptions { top_k: 10, rerank: Rerank::None, ..QueryOptions::default() };
+    let t_first = Instant::now();
+    c.query(QUESTIONS[0], &plain)?;
+    let first_query_s = t_first.elapsed().as_secs_f64();
+    let mut ms = latencies(&c, &plain, a.queries.max(20))?;
+    let (p50, p99) = percentiles(&mut ms);
+    let filtered = QueryOptions { filter: Some(rwkvdb::Filter::parse(r#"{"bucket": 3}"#)?), ..plain.clone() };
+    let mut fms = latencies(&c, &filtered, a.queries.max(20))?;
+    let (fp50, fp99) = percentiles(&mut fms);
+    let (rss, peak) = rss_mb();
+    let index_mb = c.index_status().memory_bytes as f64 / 1e6;
+    eprintln!(
+        "cold open: answering after {open_s:.2}s (graph {graph_ready_s:.2}s; {}), first query {first_query_s:.1}s (loads the model), p50 {p50:.1} ms, p99 {p99:.1} ms, filtered p50 {fp50:.1} ms; RSS {rss:.0} MB, index {index_mb:.0} MB",
+        status.origin
+    );
+    // Inserts at that size: durable batches of 500.
+    let extra = 5_000;
+    let t = Instant::now();
+    for start in (0..extra).step_by(500) {
+        let batch = (start..start + 500)
+            .map(|i| PrecomputedDocument {
+                id: format!("x{i}"),
+                text: format!("added at size {n}: {i}"),
+                metadata: None,
+                embedding: (0..dim).map(|d| ((i * 31 + d * 7) % 101) as f32 / 101.0 - 0.5).collect(),
+                state: None,
+            })
+            .collect();
+        c.insert_precomputed(batch)?;
+    }
+    let insert_docs_per_s = extra as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let saved = c.checkpoint()?;
+    let checkpoint_s = t.elapsed().as_secs_f64();
+    eprintln!("insert at size: {insert_docs_per_s:.0} docs/s; checkpoint after {extra} inserts: {checkpoint_s:.2}s ({} of {} vector blocks written)", saved.blocks_written, saved.blocks_written + saved.blocks_kept);
+    drop(c);
+    drop(db);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
+    let row = json!({"n_docs": n, "states": false, "seconds": open_s, "graph_ready_s": graph_ready_s,
+        "first_query_s": first_query_s, "index_origin": status.origin, "file_bytes": file_bytes,
+        "file_bytes_per_doc": file_bytes as f64 / n as f64, "fill_s": fill_s, "fill_docs_per_s": n as f64 / fill_s,
+        "close_save_s": close_s, "query_p50_ms": p50, "query_p99_ms": p99, "filtered_p50_ms": fp50,
+        "filtered_p99_ms": fp99, "rss_mb": rss, "peak_rss_mb": peak, "index_mb": index_mb,
+        "index_mb_per_100k": index_mb * 100_000.0 / n as f64, "insert_docs_per_s_at_size": insert_docs_per_s,
+        "checkpoint_after_inserts_s": checkpoint_s, "cpu": cpu,
+        "command": std::env::args().collect::<Vec<_>>().join(" ")});
+    // Merge into --out: replace this size's rows.
+    let mut out: Value =
+        std::fs::read_to_string(&a.out).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(json!({}));
+    for key in ["scale", "cold_open"] {
+        let mut rows: Vec<Value> = out[key].as_array().cloned().unwrap_or_default();
+        rows.retain(|r| r["n_docs"] != n);
+        rows.push(row.clone());
+        rows.sort_by_key(|r| r["n_docs"].as_u64());
+        out[key] = Value::Array(rows);
+    }
+    out["scale_note"] = json!(
+        "Scale rows (`rwkvdb bench --scale N`): a collection without reranker or states, filled \
+        through insert_precomputed in non-durable batches of 1,000, then closed (which saves the ANN index) and \
+        reopened in the same process: the page cache may hold the file, so `seconds` is a warm-cache open. \
+        `seconds`: Database::open + collection() until it answers; `graph_ready_s`: until the HNSW graph is in; \
+        `first_query_s`: the first query, which loads the model. RSS includes the model."
+    );
+    std::fs::write(&a.out, serde_json::to_string_pretty(&out)?).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    eprintln!("merged into {}", a.out.display());
+    if !a.keep {
+        remove_db(&path);
+    }
+    Ok(())
 }

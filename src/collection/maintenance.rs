@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{parse_metadata, CheckReport, Collection, CollectionStats, HnswSettings};
+use super::{parse_metadata, CheckReport, Collection, CollectionStats, HnswSettings, IndexStatus};
 use crate::error::Result;
 use crate::index::{AnnIndex, IndexParams, EXACT_BELOW};
 use crate::store::{DocRecord, FORMAT_VERSION};
@@ -52,6 +52,19 @@ impl Collection {
         })
     }
 
+    /// The ANN index's state, without reading the store (unlike [`Self::stats`]).
+    #[must_use]
+    pub fn index_status(&self) -> IndexStatus {
+        let index = self.inner.index.read();
+        IndexStatus {
+            entries: index.len(),
+            tombstones: index.tombstones(),
+            graph_ready: index.has_graph(),
+            memory_bytes: index.memory_bytes(),
+            origin: self.inner.index_origin.read().clone(),
+        }
+    }
+
     /// Verifies every record's checksum, every state, and that ids, documents and the ANN index
     /// agree. Damage is reported with the affected ids; nothing is modified.
     pub fn check(&self) -> Result<CheckReport> {
@@ -64,8 +77,10 @@ impl Collection {
             Ok(())
         })?;
         let mut doc_keys = HashSet::new();
-        // Readable records are the ones the index holds (a damaged one cannot be indexed).
+        // Readable records are the ones the index holds: a damaged one cannot be indexed, unless
+        // the index was loaded from a copy saved before the damage (its vector is intact there).
         let mut readable = 0;
+        let mut unreadable = Vec::new();
         r.for_each_doc(|key, raw| -> Result<()> {
             doc_keys.insert(key);
             report.documents += 1;
@@ -88,6 +103,7 @@ impl Collection {
                 Err(e) => {
                     report.problems.push(e.to_string());
                     damaged = true;
+                    unreadable.push(key);
                 }
             }
             if let Some(codec) = &inner.codec {
@@ -114,7 +130,9 @@ impl Collection {
                 report.problems.push(format!("id {id:?} points to missing document key {key}"));
             }
         }
-        let live = inner.index.read().len();
+        let index = inner.index.read();
+        readable += unreadable.iter().filter(|k| index.contains(**k)).count();
+        let live = index.len();
         if live != readable {
             report.problems.push(format!("ANN index holds {live} entries, the store {readable} readable documents"));
         }

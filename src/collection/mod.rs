@@ -25,7 +25,8 @@ pub use import::{read_folder, read_jsonl, ImportProblem, JsonlDocuments};
 pub use snapshot::CheckpointReport;
 pub use types::{
     CheckReport, CollectionStats, DeleteReport, Document, Hit, HnswSettings, ImportOptions, ImportProgress,
-    ImportReport, InsertReport, NewDocument, PrecomputedDocument, QueryOptions, QueryResult, Rerank, Skipped, Timings,
+    ImportReport, IndexStatus, InsertReport, NewDocument, PrecomputedDocument, QueryOptions, QueryResult, Rerank,
+    Skipped, Timings,
 };
 
 use crate::codec::{Preset, StateCodec};
@@ -89,8 +90,9 @@ struct CollectionInner {
     saved: Mutex<snapshot::SavedIndex>,
     /// Serialises saves.
     saving: Mutex<()>,
-    /// Whether a background save is running.
-    saving_in_background: AtomicBool,
+    /// Whether a background save is running (shared with its thread, which clears it after
+    /// dropping its handle: see [`Collection::wait_for_background_save`]).
+    saving_in_background: Arc<AtomicBool>,
     /// Where the index came from when the collection opened (for `stats`).
     index_origin: RwLock<String>,
 }
@@ -212,7 +214,7 @@ impl Collection {
             changes: AtomicU64::new(0),
             saved: Mutex::new(snapshot::SavedIndex::default()),
             saving: Mutex::new(()),
-            saving_in_background: AtomicBool::new(false),
+            saving_in_background: Arc::new(AtomicBool::new(false)),
             index_origin: RwLock::new(String::new()),
         };
         let c = Self { inner: Arc::new(inner) };

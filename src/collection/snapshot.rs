@@ -162,15 +162,25 @@ impl Collection {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
+        let running = inner.saving_in_background.clone();
         let save = move || {
             if let Some(inner) = weak.upgrade() {
-                let c = Collection { inner };
-                let _ = c.save_index(false);
-                c.inner.saving_in_background.store(false, Ordering::Release);
+                let _ = (Collection { inner }).save_index(false);
             }
+            // Cleared only now that this thread holds no handle: once it reads false, closing
+            // the database closes the file.
+            running.store(false, Ordering::Release);
         };
         if std::thread::Builder::new().name("rwkvdb-index-save".into()).spawn(save).is_err() {
             inner.saving_in_background.store(false, Ordering::Release);
+        }
+    }
+
+    /// Waits for a background save to finish (closing the database must not leave the file
+    /// open in a thread: reopening it at once would find it "already open").
+    pub(crate) fn wait_for_background_save(&self) {
+        while self.inner.saving_in_background.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

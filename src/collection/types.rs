@@ -200,6 +200,21 @@ pub struct CollectionStats {
     pub format_version: u32,
 }
 
+/// The ANN index of an open collection (see [`crate::Collection::index_status`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexStatus {
+    /// Live entries.
+    pub entries: usize,
+    /// Deleted entries still in the graph (until its next rebuild).
+    pub tombstones: usize,
+    /// False while the graph is being built (searches are exact scans meanwhile).
+    pub graph_ready: bool,
+    /// Heap bytes: vectors, keys, graph links.
+    pub memory_bytes: usize,
+    /// How the index was made when the collection opened.
+    pub origin: String,
+}
+
 /// What `check` found.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CheckReport {

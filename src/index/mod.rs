@@ -358,6 +358,12 @@ impl AnnIndex {
         }
     }
 
+    /// Whether `key` is a live entry.
+    pub fn contains(&self, key: u64) -> bool {
+        let st = self.state.read();
+        st.slot_of.get(&key).is_some_and(|&s| !st.deleted[s as usize])
+    }
+
     /// Live entries.
     pub fn len(&self) -> usize {
         self.state.read().live()
