@@ -1,8 +1,9 @@
 //! Inputs found by the AFL++ fuzz targets (`scripts/fuzz`; docs/reliability.md, "Fuzzing"),
 //! kept as `tests/data/fuzz/<target>-<name>` and fed to the same entry points
-//! (`rwkvdb::fuzzing::<target>`): none may panic. Inputs that still panic (not fixed yet) are
-//! kept apart in `tests/data/fuzz/open/`, checked by an ignored test; once fixed, a file moves
-//! up to `tests/data/fuzz/` and becomes a regression input. (`tests/hostile.rs` also opens every
+//! (`rwkvdb::fuzzing::<target>`): none may panic or abort. The three
+//! `database_file-redb-*double-panic`/`poisoned-lock` inputs aborted the process (a redb panic
+//! inside the format upgrade's write transaction, then a second one in a destructor) until the
+//! store ran redb's integrity check before upgrading. (`tests/hostile.rs` also opens every
 //! `tests/data/fuzz/database_file-*` as a file on disk.)
 
 use std::path::Path;
@@ -45,23 +46,4 @@ fn fixed_fuzz_inputs_do_not_panic() {
         eprintln!("{name}");
         run(&target, &data);
     }
-}
-
-/// Open today (found by `database_file` on 2026-11-30): a panic inside the guarded v3 migration
-/// poisons a redb lock, whose `unwrap()` in a destructor panics again during unwinding, which
-/// aborts the process (`database_file-redb-migration-poisoned-lock`; seen with debug
-/// assertions, as in the fuzz build; a `--release` test run passes it). (The panics redb raised
-/// while a database was dropped, `database_file-redb-*drop-*`, are fixed: `Store` drops its
-/// redb handle behind `catch_unwind`.)
-#[test]
-#[ignore = "open: redb aborts on a poisoned lock (tests/data/fuzz/open/)"]
-fn open_fuzz_inputs_do_not_panic() {
-    let mut panicked = Vec::new();
-    for (name, target, data) in inputs("open") {
-        eprintln!("{name}");
-        if std::panic::catch_unwind(|| run(&target, &data)).is_err() {
-            panicked.push(name);
-        }
-    }
-    assert!(panicked.is_empty(), "still panicking: {panicked:?}");
 }

@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// Checks rwkvdb's metadata (and upgrades older versions); an empty file gets fresh metadata.
-    fn prepare(db: redb::Database, path: &Path) -> Result<Self, StoreError> {
+    fn prepare(mut db: redb::Database, path: &Path) -> Result<Self, StoreError> {
         let version = {
             let r = db.begin_read()?;
             match r.open_table(META) {
@@ -107,6 +107,16 @@ impl Store {
                         found,
                         supported: FORMAT_VERSION,
                     });
+                }
+                if found < FORMAT_VERSION {
+                    // A migration writes the whole file: verify it first. redb panics on some
+                    // damage inside a write transaction and then again in a destructor, which
+                    // aborts the process (found by fuzzing); its integrity check refuses the
+                    // damage instead, or repairs what it can.
+                    db.check_integrity().map_err(|e| StoreError::Corrupt {
+                        what: "database file".into(),
+                        detail: format!("integrity check before upgrading from format {found}: {e}"),
+                    })?;
                 }
                 migrations::upgrade(&db, found)?;
             }
