@@ -464,8 +464,9 @@ fn scale_run(a: &BenchArgs, embedder: &Path, n: usize) -> CliResult {
     let (fann_p50, fann_p99) = percentiles(&mut fann);
     let (rss, peak) = rss_mb();
     let index_mb = c.index_status().memory_bytes as f64 / 1e6;
+    let unreachable = c.index_status().unreachable;
     eprintln!(
-        "cold open: answering after {open_s:.2}s (graph {graph_ready_s:.2}s; {}), first query {first_query_s:.1}s (loads the model), p50 {p50:.1} ms (ANN {ann_p50:.2} ms), p99 {p99:.1} ms, filtered p50 {fp50:.1} ms (ANN {fann_p50:.2} ms); RSS {rss:.0} MB, index {index_mb:.0} MB",
+        "cold open: answering after {open_s:.2}s (graph {graph_ready_s:.2}s; {}), first query {first_query_s:.1}s (loads the model), p50 {p50:.1} ms (ANN {ann_p50:.2} ms), p99 {p99:.1} ms, filtered p50 {fp50:.1} ms (ANN {fann_p50:.2} ms); RSS {rss:.0} MB, index {index_mb:.0} MB, {unreachable} unreachable",
         status.origin
     );
     // Inserts at that size: durable batches of 500.
@@ -498,7 +499,7 @@ fn scale_run(a: &BenchArgs, embedder: &Path, n: usize) -> CliResult {
         "file_bytes_per_doc": file_bytes as f64 / n as f64, "fill_s": fill_s, "fill_docs_per_s": n as f64 / fill_s,
         "close_save_s": close_s, "query_p50_ms": p50, "query_p99_ms": p99, "filtered_p50_ms": fp50,
         "filtered_p99_ms": fp99, "ann_p50_ms": ann_p50, "ann_p99_ms": ann_p99, "filtered_ann_p50_ms": fann_p50,
-        "filtered_ann_p99_ms": fann_p99, "rss_mb": rss, "peak_rss_mb": peak, "index_mb": index_mb,
+        "filtered_ann_p99_ms": fann_p99, "rss_mb": rss, "peak_rss_mb": peak, "index_mb": index_mb, "unreachable": unreachable,
         "index_mb_per_100k": index_mb * 100_000.0 / n as f64, "insert_docs_per_s_at_size": insert_docs_per_s,
         "checkpoint_after_inserts_s": checkpoint_s, "cpu": cpu,
         "command": std::env::args().collect::<Vec<_>>().join(" ")});
@@ -511,6 +512,9 @@ fn scale_run(a: &BenchArgs, embedder: &Path, n: usize) -> CliResult {
         rows.push(row.clone());
         rows.sort_by_key(|r| r["n_docs"].as_u64());
         out[key] = Value::Array(rows);
+    }
+    if n == 100_000 {
+        out["cold_open_s_100k"] = row["seconds"].clone();
     }
     out["scale_note"] = json!(
         "Scale rows (`rwkvdb bench --scale N`): a collection without reranker or states, filled \

@@ -61,6 +61,7 @@ impl Collection {
             tombstones: index.tombstones(),
             graph_ready: index.has_graph(),
             memory_bytes: index.memory_bytes(),
+            unreachable: index.orphans(),
             origin: self.inner.index_origin.read().clone(),
         }
     }

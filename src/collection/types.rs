@@ -211,6 +211,8 @@ pub struct IndexStatus {
     pub graph_ready: bool,
     /// Heap bytes: vectors, keys, graph links.
     pub memory_bytes: usize,
+    /// Entries the graph cannot reach, scanned exactly on every search.
+    pub unreachable: usize,
     /// How the index was made when the collection opened.
     pub origin: String,
 }
