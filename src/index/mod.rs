@@ -1,6 +1,6 @@
 //! The ANN index: HNSW over L2-normalised embeddings, cosine similarity.
 //!
-//! - One arena holds every unit vector, slot after slot; the graph ([`hnsw`]) stores slot
+//! - One arena holds every unit vector, slot after slot; the graph (`hnsw.rs`) stores slot
 //!   numbers and the exact scans read the same arena: one copy of each vector in memory.
 //! - Keys are the store's document keys. Deletes are tombstones, skipped *inside* the search;
 //!   so are metadata filters, so a filtered query still fills `k` hits when `k` matching
