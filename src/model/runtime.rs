@@ -30,6 +30,9 @@ use super::wkv::{Wkv7Op, DOMAIN};
 use super::{ort_env, ModelError};
 use crate::tokenizer::EOS_TOKEN;
 
+/// Serialises ONNX Runtime graph loads within the process (see where sessions are created).
+static SESSION_LOAD: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 /// Options for building a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -214,7 +217,13 @@ impl Runtime {
             }
             builder = external::add(builder, prepared)?;
             builder = external::without_arena(builder)?;
-            let session = builder.commit_from_memory(&graph.bytes).map_err(ort_err("loading graph"))?;
+            let session = {
+                // ONNX Runtime registers the custom-operator domain in a process-wide schema
+                // registry while loading a graph, and two loads at once can collide there
+                // ("domain is already exist"; seen with two collections opening on two threads).
+                let _one = SESSION_LOAD.lock();
+                builder.commit_from_memory(&graph.bytes).map_err(ort_err("loading graph"))?
+            };
             sessions.push(session);
         }
         Ok(SessionPool { idle: Mutex::new(sessions), ready: Condvar::new() })
