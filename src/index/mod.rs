@@ -11,10 +11,10 @@
 //!   snapshot ([`AnnIndex::snapshot`], [`AnnIndex::from_snapshot`]) can be loaded.
 //! - Distance: `1 - dot(a, b)` on unit vectors, with an AVX2 kernel.
 //!
-//! Why not `hnsw_rs` (the design card's choice, used until 2026-12): it keeps its own copy of every vector (the exact
-//! path needed a second), saves only to a pair of files (not into the database file) and
-//! reloads into a graph that borrows its loader, and searched at about half the speed of
-//! faiss's HNSW here; see docs/performance.md, "ANN index".
+//! Why not `hnsw_rs` (the design card's choice, used until 2026-12): it keeps its own copy of
+//! every vector (the exact path needed a second), saves only to a pair of files (not into the
+//! database file) and reloads into a graph that borrows its loader, and searched at about half
+//! the speed of faiss's HNSW here; see docs/performance.md, "ANN index".
 
 mod distance;
 mod hnsw;
