@@ -141,10 +141,16 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut said = e.to_string();
+            eprintln!("error: {said}");
             let mut source = std::error::Error::source(&*e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                // Many errors already include their cause's text: print only what is new.
+                let text = s.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    said = text;
+                }
                 source = s.source();
             }
             ExitCode::from(1)
