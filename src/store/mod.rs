@@ -308,7 +308,8 @@ impl Store {
                 let mut t = txn.open_table(tables.index())?;
                 t.retain_in((drop_from, 0).., |_, _| false)?;
                 for (part, bytes) in parts.iter().copied().chain([(schema::INDEX_HEADER, header.as_slice())]) {
-                    schema::put_pieces(&mut t, part, bytes)?;
+                    t.retain_in((part, 0)..=(part, u32::MAX), |_, _| false)?;
+                    schema::put_pieces(&mut t, part, bytes, || format!("index part {part}"))?;
                 }
             }
             txn.commit()?;

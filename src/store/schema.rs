@@ -77,14 +77,7 @@ pub(super) fn put_state(
     key: u64,
     blob: &[u8],
 ) -> Result<(), StoreError> {
-    for (i, piece) in blob.chunks(STATE_CHUNK_BYTES).enumerate() {
-        let piece_no = u32::try_from(i).map_err(|_| StoreError::Unencodable {
-            what: format!("state of document key {key}"),
-            detail: "too many pieces".into(),
-        })?;
-        table.insert((key, piece_no), piece)?;
-    }
-    Ok(())
+    put_pieces(table, key, blob, || format!("state of document key {key}"))
 }
 
 /// Reads a state blob back from its pieces; `None` when the document has no state.
@@ -92,14 +85,7 @@ pub(super) fn get_state(
     table: &impl ReadableTable<(u64, u32), &'static [u8]>,
     key: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut blob = Vec::new();
-    let mut pieces = 0;
-    for entry in table.range((key, 0)..=(key, u32::MAX))? {
-        let (_, piece) = entry?;
-        blob.extend_from_slice(piece.value());
-        pieces += 1;
-    }
-    Ok((pieces > 0).then_some(blob))
+    get_pieces(table, key)
 }
 
 /// Removes every piece of a document's state.
@@ -108,31 +94,35 @@ pub(super) fn remove_state(table: &mut redb::Table<(u64, u32), &'static [u8]>, k
     Ok(())
 }
 
-/// Replaces part `part` of an index table by `bytes`, in pieces of [`STATE_CHUNK_BYTES`].
-pub(super) fn put_pieces(
-    table: &mut redb::Table<(u32, u32), &'static [u8]>,
-    part: u32,
+/// A key prefix of a table of pieces (`(prefix, piece number)`): a document key, an index part.
+pub(super) trait PiecePrefix: redb::Key + for<'a> redb::Value<SelfType<'a> = Self> + Copy + 'static {}
+impl PiecePrefix for u64 {}
+impl PiecePrefix for u32 {}
+
+/// Writes `bytes` under `prefix` in pieces of at most [`STATE_CHUNK_BYTES`] (replacing
+/// nothing: remove old pieces first); `what` names the value in errors.
+pub(super) fn put_pieces<P: PiecePrefix>(
+    table: &mut redb::Table<(P, u32), &'static [u8]>,
+    prefix: P,
     bytes: &[u8],
+    what: impl Fn() -> String,
 ) -> Result<(), StoreError> {
-    table.retain_in((part, 0)..=(part, u32::MAX), |_, _| false)?;
     for (i, piece) in bytes.chunks(STATE_CHUNK_BYTES).enumerate() {
-        let piece_no = u32::try_from(i).map_err(|_| StoreError::Unencodable {
-            what: format!("index part {part}"),
-            detail: "too many pieces".into(),
-        })?;
-        table.insert((part, piece_no), piece)?;
+        let piece_no =
+            u32::try_from(i).map_err(|_| StoreError::Unencodable { what: what(), detail: "too many pieces".into() })?;
+        table.insert((prefix, piece_no), piece)?;
     }
     Ok(())
 }
 
-/// Reads part `part` of an index table back from its pieces; `None` when absent.
-pub(super) fn get_pieces(
-    table: &impl ReadableTable<(u32, u32), &'static [u8]>,
-    part: u32,
+/// Reads the pieces under `prefix` back, in order; `None` when there are none.
+pub(super) fn get_pieces<P: PiecePrefix>(
+    table: &impl ReadableTable<(P, u32), &'static [u8]>,
+    prefix: P,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let mut bytes = Vec::new();
     let mut pieces = 0;
-    for entry in table.range((part, 0)..=(part, u32::MAX))? {
+    for entry in table.range((prefix, 0)..=(prefix, u32::MAX))? {
         let (_, piece) = entry?;
         bytes.extend_from_slice(piece.value());
         pieces += 1;
