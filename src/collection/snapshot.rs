@@ -62,14 +62,14 @@ impl Collection {
     pub fn checkpoint(&self) -> Result<CheckpointReport> {
         let start = Instant::now();
         self.wait_for_graph()?;
-        let mut report = self.save_index(false)?.unwrap_or_default();
+        let mut report = self.save_index()?.unwrap_or_default();
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)
     }
 
     /// Saves the index if it changed and has its graph (what closing the database does).
     pub(crate) fn save_index_on_close(&self) -> Result<()> {
-        self.save_index(false).map(drop)
+        self.save_index().map(drop)
     }
 
     /// Returns once the index has its graph (building it here if no background build runs).
@@ -92,24 +92,28 @@ impl Collection {
 
     /// Saves the index unless the saved copy is current or the index has no graph yet;
     /// `None` then.
-    pub(super) fn save_index(&self, force: bool) -> Result<Option<CheckpointReport>> {
+    pub(super) fn save_index(&self) -> Result<Option<CheckpointReport>> {
         let inner = &self.inner;
         let _one = inner.saving.lock();
         let start = Instant::now();
         let changes = inner.changes.load(Ordering::Acquire);
+        let layout = inner.index.read().layout();
+        {
+            // Checked before anything is read: closing a database calls this for every
+            // collection it opened.
+            let saved = inner.saved.lock();
+            if saved.layout == Some(layout) && saved.changes == changes {
+                return Ok(None);
+            }
+        }
         let old = match inner.store.read_index(&inner.tables)? {
             Some(r) => r.header().ok().flatten(),
             None => None,
         };
         let dim = inner.shape.width;
         let index = inner.index.read();
+        // A rebuild may have swapped a new index in since the check: save that one.
         let layout = index.layout();
-        {
-            let saved = inner.saved.lock();
-            if !force && saved.layout == Some(layout) && saved.changes == changes {
-                return Ok(None);
-            }
-        }
         // Blocks saved whole under this layout still hold the same vectors.
         let full_block = (BLOCK_SLOTS * dim * 4) as u64;
         let kept: Vec<PartInfo> = match &old {
@@ -165,7 +169,7 @@ impl Collection {
         let running = inner.saving_in_background.clone();
         let save = move || {
             if let Some(inner) = weak.upgrade() {
-                let _ = (Collection { inner }).save_index(false);
+                let _ = (Collection { inner }).save_index();
             }
             // Cleared only now that this thread holds no handle: once it reads false, closing
             // the database closes the file.
