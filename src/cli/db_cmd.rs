@@ -9,6 +9,8 @@ use rwkvdb::{
     Collection, CollectionConfig, Database, Filter, ImportOptions, NewDocument, OpenOptions, QueryOptions, Rerank,
 };
 
+use super::remote::{segment, Remote, ServerArg};
+use super::serve::routes::{CreateCollection, Documents, Ids, QueryRequest};
 use super::CliResult;
 
 /// Where the database file is: `--db` or `$RWKVDB_PATH`.
@@ -23,6 +25,11 @@ pub struct DbArg {
 }
 
 impl DbArg {
+    /// Open options from these arguments.
+    pub fn open_options(&self, create: bool) -> OpenOptions {
+        OpenOptions { create, durable: !self.no_sync, ..OpenOptions::default() }
+    }
+
     fn open(&self, create: bool) -> Result<Database, rwkvdb::Error> {
         if !create && !self.db.exists() {
             return Err(rwkvdb::Error::Io {
@@ -33,7 +40,7 @@ impl DbArg {
                 ),
             });
         }
-        Database::open(&self.db, OpenOptions { create, durable: !self.no_sync, ..OpenOptions::default() })
+        Database::open(&self.db, self.open_options(create))
     }
 }
 
@@ -103,6 +110,8 @@ pub enum RerankArg {
 pub struct ImportArgs {
     #[command(flatten)]
     db: DbArg,
+    #[command(flatten)]
+    server: ServerArg,
     /// Collection name.
     #[arg(short, long)]
     collection: String,
@@ -120,6 +129,8 @@ pub struct ImportArgs {
 pub struct QueryArgs {
     #[command(flatten)]
     db: DbArg,
+    #[command(flatten)]
+    server: ServerArg,
     /// Collection name.
     #[arg(short, long)]
     collection: String,
@@ -154,7 +165,10 @@ pub fn init(db: &DbArg) -> CliResult {
     Ok(())
 }
 
-pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
+pub fn collection(db: &DbArg, server: &ServerArg, cmd: CollectionCommand) -> CliResult {
+    if let Some(remote) = server.client() {
+        return remote_collection(&remote, cmd);
+    }
     let database = db.open(false)?;
     match cmd {
         CollectionCommand::Create(a) => {
@@ -169,24 +183,7 @@ pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
             println!("created collection {} (fingerprint {})", a.name, c.fingerprint());
         }
         CollectionCommand::List { json } => {
-            let list = database.list_collections()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if list.is_empty() {
-                eprintln!("no collections in {} (create one with `rwkvdb collection create`)", db.db.display());
-            } else {
-                for c in list {
-                    let rr = c.config.reranker.as_ref().map_or("-".to_string(), |p| p.display().to_string());
-                    println!(
-                        "{}\tembedder={}\treranker={}\tpreset={}\tprecision={}",
-                        c.name,
-                        c.config.embedder.display(),
-                        rr,
-                        c.config.state_preset,
-                        c.config.precision
-                    );
-                }
-            }
+            print_collections(&database.list_collections()?, json, &db.db.display().to_string())?;
         }
         CollectionCommand::Drop { name } => {
             database.drop_collection(&name)?;
@@ -200,6 +197,67 @@ pub fn collection(db: &DbArg, cmd: CollectionCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+fn print_collections(list: &[rwkvdb::CollectionRecord], json: bool, place: &str) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        eprintln!("no collections in {place} (create one with `rwkvdb collection create`)");
+    } else {
+        for c in list {
+            let rr = c.config.reranker.as_ref().map_or("-".to_string(), |p| p.display().to_string());
+            println!(
+                "{}\tembedder={}\treranker={}\tpreset={}\tprecision={}",
+                c.name,
+                c.config.embedder.display(),
+                rr,
+                c.config.state_preset,
+                c.config.precision
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `collection ...` against a server. Model paths are sent absolute: the server resolves
+/// relative ones against its own working directory.
+fn remote_collection(remote: &Remote, cmd: CollectionCommand) -> CliResult {
+    match cmd {
+        CollectionCommand::Create(a) => {
+            let req = CreateCollection {
+                name: a.name.clone(),
+                embedder: std::path::absolute(&a.embedder)?,
+                reranker: a.reranker.as_deref().map(std::path::absolute).transpose()?,
+                preset: Some(a.preset),
+                precision: a.precision.map(|p| rwkvdb::model::Precision::from(p).to_string()),
+                max_doc_tokens: Some(a.max_doc_tokens),
+                truncate: Some(a.truncate),
+                exist_ok: false,
+            };
+            let r: serde_json::Value = remote.post("/v1/collections", &req)?;
+            println!("created collection {} (fingerprint {})", a.name, r["fingerprint"].as_str().unwrap_or("?"));
+        }
+        CollectionCommand::List { json } => {
+            let list: Vec<rwkvdb::CollectionRecord> = remote.get("/v1/collections")?;
+            print_collections(&list, json, "the server's database")?;
+        }
+        CollectionCommand::Drop { name } => {
+            let _: serde_json::Value = remote.delete(&format!("/v1/collections/{}", segment(&name)))?;
+            println!("dropped {name}");
+        }
+        CollectionCommand::SetModel { .. } => {
+            return Err(
+                "`collection set-model` works on the file only: stop the server, run it with --db, restart".into()
+            )
+        }
+    }
+    Ok(())
+}
+
+/// The API path of a collection.
+fn collection_path(name: &str) -> String {
+    format!("/v1/collections/{}", segment(name))
 }
 
 /// Reads import sources one document at a time, collecting per-line problems instead of stopping.
@@ -224,9 +282,27 @@ fn read_source(
     Ok(docs)
 }
 
+/// Where a command's collections are: in the file, or behind a running server.
+enum Target {
+    File(Database),
+    Server(Remote),
+}
+
+impl Target {
+    fn of(db: &DbArg, server: &ServerArg) -> Result<Self, rwkvdb::Error> {
+        match server.client() {
+            Some(remote) => Ok(Target::Server(remote)),
+            None => Ok(Target::File(db.open(false)?)),
+        }
+    }
+}
+
 pub fn import(a: ImportArgs) -> CliResult {
-    let database = a.db.open(false)?;
-    let c = database.collection(&a.collection)?;
+    let target = Target::of(&a.db, &a.server)?;
+    let local = match &target {
+        Target::File(database) => Some(database.collection(&a.collection)?),
+        Target::Server(_) => None,
+    };
     let mut problems = Vec::new();
     let docs = read_source(&a.source, &mut problems)?;
     let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
@@ -237,11 +313,16 @@ pub fn import(a: ImportArgs) -> CliResult {
     let start = Instant::now();
     let opts = ImportOptions { batch_size: a.batch_size };
     // Ids already stored are skipped (a re-run resumes); a failed batch is retried one by one.
-    let report = c.import(docs, &opts, |p| {
+    let show = |p: &rwkvdb::ImportProgress| {
         bar.set_length(p.total as u64);
         bar.set_position(p.imported as u64);
         bar.set_message(format!("{:.0} tokens/s", p.tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)));
-    })?;
+    };
+    let report = match (&target, local) {
+        (Target::Server(remote), _) => remote_import(remote, &a.collection, docs, a.batch_size, show)?,
+        (Target::File(_), Some(c)) => c.import(docs, &opts, show)?,
+        (Target::File(database), None) => database.collection(&a.collection)?.import(docs, &opts, show)?,
+    };
     bar.finish_and_clear();
     let (done, tokens, skipped) = (report.imported, report.tokens, report.already_present);
     problems.extend(report.problems.iter().map(|p| format!("{}: {}", p.id, p.reason)));
@@ -260,6 +341,32 @@ pub fn import(a: ImportArgs) -> CliResult {
     Ok(())
 }
 
+/// An import through the server, one request per batch (each batch is resumable the same way:
+/// ids already stored are skipped).
+fn remote_import(
+    remote: &Remote,
+    collection: &str,
+    docs: Vec<NewDocument>,
+    batch_size: usize,
+    mut progress: impl FnMut(&rwkvdb::ImportProgress),
+) -> Result<rwkvdb::ImportReport, super::remote::RemoteError> {
+    let path = format!("{}/import", collection_path(collection));
+    let mut total = rwkvdb::ImportReport::default();
+    let mut state = rwkvdb::ImportProgress { total: docs.len(), ..Default::default() };
+    progress(&state);
+    for batch in docs.chunks(batch_size.clamp(1, rwkvdb::limits::MAX_BATCH_DOCS)) {
+        let r: rwkvdb::ImportReport = remote.post(&path, &Documents { documents: batch.to_vec() })?;
+        total.imported += r.imported;
+        total.tokens += r.tokens;
+        total.already_present += r.already_present;
+        total.problems.extend(r.problems);
+        state.imported += r.imported;
+        state.tokens += r.tokens;
+        progress(&state);
+    }
+    Ok(total)
+}
+
 pub fn query(a: QueryArgs) -> CliResult {
     if a.top_k == 0 {
         return Err("--top-k must be at least 1".into());
@@ -267,28 +374,48 @@ pub fn query(a: QueryArgs) -> CliResult {
     if a.candidates < a.top_k {
         eprintln!("note: --candidates {} is below --top-k; {} candidates are reranked", a.candidates, a.top_k);
     }
+    if let Some(remote) = a.server.client() {
+        let req = QueryRequest {
+            text: a.text,
+            top_k: Some(a.top_k),
+            candidates: Some(a.candidates),
+            rerank: Some(rerank_mode(a.rerank)),
+            filter: a.filter.as_deref().map(serde_json::from_str).transpose().map_err(|e| format!("--filter: {e}"))?,
+            ef: None,
+        };
+        let r: rwkvdb::QueryResult = remote.post(&format!("{}/query", collection_path(&a.collection)), &req)?;
+        return show_result(&r, a.json);
+    }
     let database = a.db.open(false)?;
     let c = database.collection(&a.collection)?;
     let opts = QueryOptions {
         top_k: a.top_k,
         candidates: a.candidates,
         filter: a.filter.as_deref().map(Filter::parse).transpose()?,
-        rerank: match a.rerank {
-            RerankArg::Offline => Rerank::Offline,
-            RerankArg::Online => Rerank::Online,
-            RerankArg::None => Rerank::None,
-        },
+        rerank: rerank_mode(a.rerank),
         ef: None,
     };
     let r = c.query(&a.text, &opts)?;
     if r.hits.is_empty() && opts.filter.is_some() && c.count()? > 0 {
         eprintln!("note: no document matched the filter (a field no document has matches nothing; see the README's filter section)");
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+    show_result(&r, a.json)
+}
+
+fn rerank_mode(arg: RerankArg) -> Rerank {
+    match arg {
+        RerankArg::Offline => Rerank::Offline,
+        RerankArg::Online => Rerank::Online,
+        RerankArg::None => Rerank::None,
     }
-    print_hits(&r);
+}
+
+fn show_result(r: &rwkvdb::QueryResult, json: bool) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        print_hits(r);
+    }
     Ok(())
 }
 
@@ -311,10 +438,14 @@ pub fn print_hits(r: &rwkvdb::QueryResult) {
     );
 }
 
-pub fn get(db: &DbArg, collection: &str, id: &str, json: bool) -> CliResult {
-    let database = db.open(false)?;
-    let c = database.collection(collection)?;
-    let d = c.get(id)?.ok_or_else(|| format!("no document {id:?} in {collection}"))?;
+pub fn get(db: &DbArg, server: &ServerArg, collection: &str, id: &str, json: bool) -> CliResult {
+    let d: rwkvdb::Document = if let Some(remote) = server.client() {
+        remote.get(&format!("{}/documents/{}", collection_path(collection), segment(id)))?
+    } else {
+        let database = db.open(false)?;
+        let c = database.collection(collection)?;
+        c.get(id)?.ok_or_else(|| format!("no document {id:?} in {collection}"))?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
@@ -323,11 +454,15 @@ pub fn get(db: &DbArg, collection: &str, id: &str, json: bool) -> CliResult {
     Ok(())
 }
 
-pub fn delete(db: &DbArg, collection: &str, ids: &[String]) -> CliResult {
-    let database = db.open(false)?;
-    let c = database.collection(collection)?;
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let r = c.delete(&refs)?;
+pub fn delete(db: &DbArg, server: &ServerArg, collection: &str, ids: &[String]) -> CliResult {
+    let r: rwkvdb::DeleteReport = if let Some(remote) = server.client() {
+        remote.post(&format!("{}/delete", collection_path(collection)), &Ids { ids: ids.to_vec() })?
+    } else {
+        let database = db.open(false)?;
+        let c = database.collection(collection)?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        c.delete(&refs)?
+    };
     println!("deleted {}", r.deleted.len());
     for m in &r.missing {
         eprintln!("warning: no document {m:?}");
@@ -335,10 +470,14 @@ pub fn delete(db: &DbArg, collection: &str, ids: &[String]) -> CliResult {
     Ok(())
 }
 
-pub fn stats(db: &DbArg, collection: &str, json: bool) -> CliResult {
-    let database = db.open(false)?;
-    let c = database.collection(collection)?;
-    let s = c.stats()?;
+pub fn stats(db: &DbArg, server: &ServerArg, collection: &str, json: bool) -> CliResult {
+    let s: rwkvdb::CollectionStats = if let Some(remote) = server.client() {
+        remote.get(&collection_path(collection))?
+    } else {
+        let database = db.open(false)?;
+        let c = database.collection(collection)?;
+        c.stats()?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -375,14 +514,20 @@ pub fn check(db: &DbArg, collection: Option<&str>, json: bool) -> CliResult {
     Ok(())
 }
 
-pub fn checkpoint(db: &DbArg, collection: Option<&str>) -> CliResult {
-    let database = db.open(false)?;
-    let names: Vec<String> = match collection {
-        Some(n) => vec![n.to_string()],
-        None => database.list_collections()?.into_iter().map(|c| c.name).collect(),
+pub fn checkpoint(db: &DbArg, server: &ServerArg, collection: Option<&str>) -> CliResult {
+    let target = Target::of(db, server)?;
+    let names: Vec<String> = match (collection, &target) {
+        (Some(n), _) => vec![n.to_string()],
+        (None, Target::File(database)) => database.list_collections()?.into_iter().map(|c| c.name).collect(),
+        (None, Target::Server(remote)) => {
+            remote.get::<Vec<rwkvdb::CollectionRecord>>("/v1/collections")?.into_iter().map(|c| c.name).collect()
+        }
     };
     for name in names {
-        let r = database.collection(&name)?.checkpoint()?;
+        let r: rwkvdb::CheckpointReport = match &target {
+            Target::File(database) => database.collection(&name)?.checkpoint()?,
+            Target::Server(remote) => remote.post(&format!("{}/checkpoint", collection_path(&name)), &())?,
+        };
         if r.saved {
             println!(
                 "{name}: saved the index ({} entries, {:.1} MB written) in {:.2}s",

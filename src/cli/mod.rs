@@ -6,6 +6,8 @@ mod db_cmd;
 mod demo;
 mod model_bench;
 mod model_cmd;
+mod remote;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -28,8 +30,12 @@ const EXAMPLES: &str = "Examples:
   rwkvdb query --db my.redb -c notes \"black holes\" --filter '{\"topic\":\"astronomy\"}' --json
   rwkvdb model eval --embedder emb.pth --reranker rr.pth --input in.json --output out.json
   rwkvdb bench --quick --out /tmp/e2e.json        # end-to-end benchmark (full run: see docs/performance.md)
+  rwkvdb serve --db my.redb                       # HTTP/JSON API on 127.0.0.1:8750 (docs/api.md)
+  rwkvdb query --server http://127.0.0.1:8750 -c notes \"black holes\"
 
-The commands that use a database take --db (default: $RWKVDB_PATH, else rwkvdb.redb) and --no-sync.";
+The commands that use a database take --db (default: $RWKVDB_PATH, else rwkvdb.redb) and --no-sync;
+collection, import, query, get, delete, stats and checkpoint take --server URL (or $RWKVDB_SERVER)
+to talk to a running `rwkvdb serve` instead.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -42,6 +48,8 @@ enum Command {
     Collection {
         #[command(flatten)]
         db: db_cmd::DbArg,
+        #[command(flatten)]
+        server: remote::ServerArg,
         #[command(subcommand)]
         command: db_cmd::CollectionCommand,
     },
@@ -53,6 +61,8 @@ enum Command {
     Get {
         #[command(flatten)]
         db: db_cmd::DbArg,
+        #[command(flatten)]
+        server: remote::ServerArg,
         /// Collection name.
         #[arg(short, long)]
         collection: String,
@@ -66,6 +76,8 @@ enum Command {
     Delete {
         #[command(flatten)]
         db: db_cmd::DbArg,
+        #[command(flatten)]
+        server: remote::ServerArg,
         /// Collection name.
         #[arg(short, long)]
         collection: String,
@@ -77,6 +89,8 @@ enum Command {
     Stats {
         #[command(flatten)]
         db: db_cmd::DbArg,
+        #[command(flatten)]
+        server: remote::ServerArg,
         /// Collection name.
         #[arg(short, long)]
         collection: String,
@@ -101,6 +115,8 @@ enum Command {
     Checkpoint {
         #[command(flatten)]
         db: db_cmd::DbArg,
+        #[command(flatten)]
+        server: remote::ServerArg,
         /// Only this collection (default: all).
         #[arg(short, long)]
         collection: Option<String>,
@@ -111,6 +127,8 @@ enum Command {
         #[command(flatten)]
         db: db_cmd::DbArg,
     },
+    /// Serve the database over HTTP/JSON (docs/api.md) to other processes and languages.
+    Serve(serve::ServeArgs),
     /// Inspect, synthesise and evaluate model checkpoints.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -125,14 +143,15 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init { db } => db_cmd::init(&db),
-        Command::Collection { db, command } => db_cmd::collection(&db, command),
+        Command::Collection { db, server, command } => db_cmd::collection(&db, &server, command),
         Command::Import(a) => db_cmd::import(a),
         Command::Query(a) => db_cmd::query(a),
-        Command::Get { db, collection, id, json } => db_cmd::get(&db, &collection, &id, json),
-        Command::Delete { db, collection, ids } => db_cmd::delete(&db, &collection, &ids),
-        Command::Stats { db, collection, json } => db_cmd::stats(&db, &collection, json),
+        Command::Get { db, server, collection, id, json } => db_cmd::get(&db, &server, &collection, &id, json),
+        Command::Delete { db, server, collection, ids } => db_cmd::delete(&db, &server, &collection, &ids),
+        Command::Stats { db, server, collection, json } => db_cmd::stats(&db, &server, &collection, json),
         Command::Check { db, collection, json } => db_cmd::check(&db, collection.as_deref(), json),
-        Command::Checkpoint { db, collection } => db_cmd::checkpoint(&db, collection.as_deref()),
+        Command::Checkpoint { db, server, collection } => db_cmd::checkpoint(&db, &server, collection.as_deref()),
+        Command::Serve(a) => serve::run(a),
         Command::Compact { db } => db_cmd::compact(&db),
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Demo(a) => demo::run(a),

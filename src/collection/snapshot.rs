@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{parse_metadata, Collection};
 use crate::error::{Error, Result};
@@ -29,7 +29,7 @@ use crate::store::{IndexHeader, PartInfo, INDEX_CORE, INDEX_FIRST_BLOCK, INDEX_M
 pub const SAVE_AFTER_CHANGES: u64 = 1_000;
 
 /// What [`Collection::checkpoint`] did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CheckpointReport {
     /// False when the saved index was already current.
     pub saved: bool,

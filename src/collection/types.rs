@@ -36,7 +36,7 @@ pub struct PrecomputedDocument {
 }
 
 /// A stored document.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Document {
     /// The caller's id.
     pub id: String,
@@ -81,7 +81,7 @@ impl Default for QueryOptions {
 }
 
 /// One query result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hit {
     /// Document id.
     pub id: String,
@@ -98,7 +98,7 @@ pub struct Hit {
 }
 
 /// A document left out of a result or an import, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     /// The document's id (`key N` when its record is unreadable).
     pub id: String,
@@ -107,7 +107,7 @@ pub struct Skipped {
 }
 
 /// Time a query spent per stage, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     /// Tokenizing and embedding the query.
     pub embed_ms: f64,
@@ -120,7 +120,7 @@ pub struct Timings {
 }
 
 /// What a query returns.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct QueryResult {
     /// Hits, best first.
     pub hits: Vec<Hit>,
@@ -131,7 +131,7 @@ pub struct QueryResult {
 }
 
 /// What an insert did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InsertReport {
     /// Ids written, in input order.
     pub ids: Vec<String>,
@@ -142,7 +142,7 @@ pub struct InsertReport {
 }
 
 /// What a delete did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeleteReport {
     /// Ids removed.
     pub deleted: Vec<String>,
@@ -151,7 +151,7 @@ pub struct DeleteReport {
 }
 
 /// HNSW parameters of a collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswSettings {
     /// Links per node.
     pub m: usize,
@@ -162,7 +162,7 @@ pub struct HnswSettings {
 }
 
 /// Collection statistics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CollectionStats {
     /// Collection name.
     pub name: String,
@@ -201,7 +201,7 @@ pub struct CollectionStats {
 }
 
 /// The ANN index of an open collection (see [`crate::Collection::index_status`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexStatus {
     /// Live entries.
     pub entries: usize,
@@ -218,7 +218,7 @@ pub struct IndexStatus {
 }
 
 /// What `check` found.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct CheckReport {
     /// Documents examined.
     pub documents: u64,
@@ -253,7 +253,7 @@ pub struct ImportProgress {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ImportReport {
     /// Documents inserted.
     pub imported: usize,

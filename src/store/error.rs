@@ -30,7 +30,9 @@ pub enum StoreError {
         supported: u32,
     },
     /// Another process (or handle) has the file open.
-    #[error("{path}: the database is already open elsewhere")]
+    #[error(
+        "{path}: the database is already open elsewhere (one process at a time: to share it, run `rwkvdb serve` and give other commands --server)"
+    )]
     Locked {
         /// The file.
         path: PathBuf,
