@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
 use rwkvdb::{CollectionConfig, Database, Error, Filter, NewDocument, OpenOptions, QueryOptions, Rerank};
 use serde_json::json;
@@ -368,6 +368,39 @@ fn drop_collection_removes_everything() {
     assert!(matches!(db.collection("docs"), Err(Error::NoSuchCollection(_))));
     let c = db.create_collection("docs", f.config()).unwrap();
     assert_eq!(c.count().unwrap(), 0);
+}
+
+#[test]
+fn a_handle_outliving_its_dropped_collection_changes_nothing() {
+    let f = fixture();
+    let db = f.open();
+    let stale = db.create_collection("docs", f.config()).unwrap();
+    stale.insert(corpus()[..2].to_vec()).unwrap();
+    db.drop_collection("docs").unwrap();
+    let is_gone =
+        |r: Result<(), Error>| assert!(matches!(r, Err(Error::NoSuchCollection(ref n)) if n == "docs"), "{r:?}");
+    // Neither writes (which would bring the record back) nor reads work through the old handle.
+    is_gone(stale.insert(corpus()[2..4].to_vec()).map(|_| ()));
+    is_gone(stale.delete(&["a"]).map(|_| ()));
+    is_gone(stale.get("a").map(|_| ()));
+    is_gone(stale.query("anything", &QueryOptions::default()).map(|_| ()));
+    assert!(db.list_collections().unwrap().is_empty(), "the dropped collection stayed dropped");
+
+    // A new collection of the same name is not touched by the old handle.
+    let fresh = db.create_collection("docs", f.config()).unwrap();
+    fresh.insert(corpus()[..1].to_vec()).unwrap();
+    is_gone(stale.upsert(corpus()[..3].to_vec()).map(|_| ()));
+    assert_eq!(fresh.count().unwrap(), 1);
+    let records = db.list_collections().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_ne!(records[0].id, 1, "the new collection has a new id");
+    drop((stale, fresh));
+    drop(db);
+    // Nothing of the old collection's tables was recreated in the file.
+    let raw = redb::Database::open(f.db_path()).unwrap();
+    let txn = raw.begin_read().unwrap();
+    let names: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_string()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("c1_")), "{names:?}");
 }
 
 #[test]

@@ -183,6 +183,7 @@ impl crate::Collection {
     /// Errors no retry can fix: storage failures, and a model that could not be loaded (files
     /// missing, a different model, no ONNX Runtime).
     fn import_must_stop(&self, e: &crate::Error) -> bool {
-        matches!(e, crate::Error::Store(_) | crate::Error::Io { .. }) || !self.model_loaded()
+        matches!(e, crate::Error::Store(_) | crate::Error::Io { .. } | crate::Error::NoSuchCollection(_))
+            || !self.model_loaded()
     }
 }

@@ -34,7 +34,9 @@ use crate::db::{LoadedModel, ModelRegistry};
 use crate::error::{Error, Result};
 use crate::index::{AnnIndex, IndexParams};
 use crate::model::{ModelShape, Runtime};
-use crate::store::{CollectionConfig, CollectionReader, CollectionRecord, CollectionTables, CollectionWriter, Store};
+use crate::store::{
+    CollectionConfig, CollectionReader, CollectionRecord, CollectionTables, CollectionWriter, Store, StoreError,
+};
 
 /// In non-durable mode, one write transaction in this many is committed durably.
 pub const DURABLE_EVERY: u32 = 16;
@@ -139,7 +141,15 @@ impl CollectionInner {
 
     /// A read snapshot of the collection's tables.
     fn read(&self) -> Result<CollectionReader> {
-        Ok(self.store.read(&self.tables)?)
+        self.store.read(&self.tables).map_err(|e| {
+            // Tables gone because the collection was dropped after this handle opened.
+            let name = self.record.read().name.clone();
+            match self.store.collection(&name) {
+                Ok(Some(r)) if r.id == self.tables.id => Error::Store(e),
+                Ok(_) => Error::NoSuchCollection(name),
+                Err(_) => Error::Store(e),
+            }
+        })
     }
 
     /// Runs `f` in one write transaction (committed if it returns `Ok`) with the database's
@@ -149,7 +159,12 @@ impl CollectionInner {
     fn write<T>(&self, f: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T>) -> Result<T> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
         let durable = self.durable || n % DURABLE_EVERY == 0;
-        self.store.write(&self.tables, durable, f)
+        self.store.write(&self.tables, durable, f).map_err(|e| match e {
+            Error::Store(StoreError::CollectionDropped { .. }) => {
+                Error::NoSuchCollection(self.record.read().name.clone())
+            }
+            e => e,
+        })
     }
 
     /// Drops committed-away documents from the in-memory index and metadata.

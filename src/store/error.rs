@@ -37,6 +37,12 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// A write through a handle of a collection dropped since (by this or another thread).
+    #[error("the collection (id {id}) was dropped while this handle was open; nothing was written")]
+    CollectionDropped {
+        /// The dropped collection's id.
+        id: u64,
+    },
     /// An operation that needs the file to itself (compaction) found it open elsewhere.
     #[error("{path}: {operation} needs exclusive access; close every other handle and process using the file")]
     NeedsExclusiveAccess {

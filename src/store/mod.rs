@@ -259,6 +259,7 @@ impl Store {
             if !durable {
                 txn.set_durability(redb::Durability::None).map_err(StoreError::from)?;
             }
+            ensure_exists(&txn, tables)?;
             let out = {
                 let mut w = CollectionWriter {
                     docs: txn.open_table(tables.docs()).map_err(StoreError::from)?,
@@ -304,6 +305,7 @@ impl Store {
             if !durable {
                 txn.set_durability(redb::Durability::None)?;
             }
+            ensure_exists(&txn, tables)?;
             {
                 let mut t = txn.open_table(tables.index())?;
                 t.retain_in((drop_from, 0).., |_, _| false)?;
@@ -316,6 +318,20 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// Refuses a write to a collection dropped since its handle was opened: opening its tables
+/// would recreate them, and writing its record back would bring it back to life (or overwrite
+/// a new collection of the same name).
+fn ensure_exists(txn: &redb::WriteTransaction, tables: &CollectionTables) -> Result<(), StoreError> {
+    let collections = txn.open_table(COLLECTIONS)?;
+    for entry in collections.iter()? {
+        let (name, bytes) = entry?;
+        if CollectionRecord::decode(name.value(), bytes.value())?.id == tables.id {
+            return Ok(());
+        }
+    }
+    Err(StoreError::CollectionDropped { id: tables.id })
 }
 
 /// A read snapshot of a saved ANN index (see [`Store::read_index`]).

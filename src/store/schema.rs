@@ -40,6 +40,8 @@ pub(crate) const INDEX_FIRST_BLOCK: u32 = 16;
 /// `c{id}_index`).
 #[derive(Debug, Clone)]
 pub(crate) struct CollectionTables {
+    /// The collection's id.
+    pub(crate) id: u64,
     docs: String,
     ids: String,
     states: String,
@@ -50,6 +52,7 @@ impl CollectionTables {
     /// The tables of collection `id`.
     pub(crate) fn new(id: u64) -> Self {
         Self {
+            id,
             docs: format!("c{id}_docs"),
             ids: format!("c{id}_ids"),
             states: format!("c{id}_state_chunks"),

@@ -40,7 +40,9 @@ impl From<rwkvdb::Error> for ApiError {
     fn from(e: rwkvdb::Error) -> Self {
         use rwkvdb::Error as E;
         let (status, code) = match &e {
-            E::NoSuchCollection(_) => (StatusCode::NOT_FOUND, "no_such_collection"),
+            E::NoSuchCollection(_) | E::Store(rwkvdb::StoreError::CollectionDropped { .. }) => {
+                (StatusCode::NOT_FOUND, "no_such_collection")
+            }
             E::CollectionExists(_) => (StatusCode::CONFLICT, "collection_exists"),
             E::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_id"),
             E::ModelMismatch { .. } => (StatusCode::CONFLICT, "model_mismatch"),
