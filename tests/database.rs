@@ -798,3 +798,25 @@ fn get_or_create_collection_creates_once() {
         assert_eq!(db.list_collections().unwrap().len(), 1);
     }
 }
+
+#[test]
+fn embed_matches_the_reference_model_and_the_stored_similarities() {
+    let f = fixture();
+    let db = f.open();
+    let c = db.create_collection("docs", f.config()).unwrap();
+    let texts = ["Water boils at 100 degrees.", "A violin has four strings."];
+    let got = c.embed(&texts).unwrap();
+    let (emb, _) = common::small_pair();
+    let tok = rwkvdb::tokenizer::Tokenizer::world();
+    for (text, e) in texts.iter().zip(&got) {
+        let want: Vec<f32> =
+            common::reference::embed(&emb, &tok.encode_with_eos(text)).iter().map(|&x| x as f32).collect();
+        assert!(common::max_diff(e, &common::unit(&want)) < 1e-4, "{text}");
+    }
+    // The query path uses the same embedding: a document queried by its own text scores 1.
+    c.insert(vec![doc("w", texts[0], json!(null))]).unwrap();
+    let hit = &c.query(texts[0], &QueryOptions { rerank: Rerank::None, ..QueryOptions::default() }).unwrap().hits[0];
+    assert!((hit.similarity - 1.0).abs() < 1e-5);
+    assert!(matches!(c.embed(&["  "]), Err(Error::InvalidInput(_))));
+    assert!(c.embed(&[]).unwrap().is_empty());
+}

@@ -66,6 +66,41 @@ impl Collection {
         Ok(result)
     }
 
+    /// Unit-length embeddings of `texts`, computed as for the collection's documents and queries
+    /// (text + EOS; over-long texts are refused or truncated as the collection's `truncate` says).
+    /// Loads the model on first use.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let tok = Tokenizer::world();
+        let cfg = self.inner.record.read().config.clone();
+        let max = cfg.max_doc_tokens.max(2);
+        let mut tokens = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            if text.trim().is_empty() {
+                return Err(Error::InvalidInput(format!("text {i} is empty")));
+            }
+            let mut t = tok.encode(text);
+            if t.len() + 1 > max {
+                if !cfg.truncate {
+                    return Err(Error::TooLong { id: format!("text {i}"), tokens: t.len() + 1, max });
+                }
+                t.truncate(max - 1);
+            }
+            t.push(crate::tokenizer::EOS_TOKEN);
+            tokens.push(t);
+        }
+        let model = self.inner.model()?;
+        let mut out = Vec::with_capacity(texts.len());
+        // Batches of RERANK_CHUNK bound the activations alive at once.
+        for chunk in tokens.chunks(super::RERANK_CHUNK) {
+            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            for mut e in model.runtime.embed(&refs)? {
+                normalise(&mut e).map_err(|e| Error::InvalidInput(format!("embedding: {e}")))?;
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// The query's unit-length embedding (text + EOS).
     fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
         let tokens = Tokenizer::world().encode_with_eos(text);
