@@ -820,3 +820,37 @@ fn embed_matches_the_reference_model_and_the_stored_similarities() {
     assert!(matches!(c.embed(&["  "]), Err(Error::InvalidInput(_))));
     assert!(c.embed(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn exported_states_inserted_elsewhere_rank_like_the_inserted_documents() {
+    let f = fixture();
+    let db = f.open();
+    let own = db.create_collection("own", f.config()).unwrap();
+    let imported = db.create_collection("imported", f.config()).unwrap();
+    let docs = corpus();
+    own.insert(docs.clone()).unwrap();
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let embeddings = own.embed(&texts).unwrap();
+    let states = own.document_states(&texts).unwrap();
+    assert_eq!(states[0].layers, own.runtime().unwrap().state_layers());
+    let pre = docs
+        .iter()
+        .zip(embeddings)
+        .zip(states)
+        .map(|((d, embedding), state)| rwkvdb::PrecomputedDocument {
+            id: d.id.clone().unwrap(),
+            text: d.text.clone(),
+            metadata: d.metadata.clone(),
+            embedding,
+            state: Some(state),
+        })
+        .collect();
+    imported.insert_precomputed(pre).unwrap();
+    let opts = QueryOptions { top_k: 5, ..QueryOptions::default() };
+    let a = own.query("a question about music", &opts).unwrap();
+    let b = imported.query("a question about music", &opts).unwrap();
+    for (x, y) in a.hits.iter().zip(&b.hits) {
+        assert_eq!(x.id, y.id);
+        assert!((x.logit.unwrap() - y.logit.unwrap()).abs() < 1e-5, "{} {:?} {:?}", x.id, x.logit, y.logit);
+    }
+}

@@ -44,6 +44,45 @@ impl PrefixCache {
     }
 }
 
+/// The offline index template of `text` as tokens, at most `max + 32` of them (truncation keeps
+/// the template's trailing newline, so queries resume the same way).
+fn state_tokens_of(tok: &Tokenizer, text: &str, max: usize) -> Vec<u32> {
+    let mut s = tok.encode(&templates::offline_document_text(text));
+    let limit = max + 32;
+    if s.len() > limit {
+        s.truncate(limit - 1);
+        s.extend(tok.encode("\n"));
+    }
+    s
+}
+
+/// The states after reading each of `seqs`, resumed from the cached template prefix, computed
+/// [`RERANK_CHUNK`] sequences at a time and handed to `each` in order.
+fn offline_states(
+    rt: &Runtime,
+    prefix: &PrefixCache,
+    seqs: &[Vec<u32>],
+    mut each: impl FnMut(ModelState) -> Result<()>,
+) -> Result<()> {
+    for chunk in seqs.chunks(RERANK_CHUNK) {
+        let mut starts = Vec::with_capacity(chunk.len());
+        let mut rests: Vec<&[u32]> = Vec::with_capacity(chunk.len());
+        for s in chunk {
+            if let Some((len, st)) = prefix.find(s) {
+                starts.push(st.clone());
+                rests.push(&s[*len..]);
+            } else {
+                starts.push(ModelState::zeros(rt.state_layers(), rt.config().width));
+                rests.push(s);
+            }
+        }
+        for state in rt.resume_states(starts, &rests)? {
+            each(state)?;
+        }
+    }
+    Ok(())
+}
+
 /// A document ready to be written (everything computed outside the write lock).
 struct Prepared {
     record: DocRecord,
@@ -92,14 +131,7 @@ impl Collection {
             t.push(EOS_TOKEN);
             embed_tokens.push(t);
             if inner.codec.is_some() {
-                let mut s = tok.encode(&templates::offline_document_text(&d.text));
-                let limit = max + 32;
-                if s.len() > limit {
-                    // Truncation keeps the template's trailing newline so queries resume the same way.
-                    s.truncate(limit - 1);
-                    s.extend(tok.encode("\n"));
-                }
-                state_tokens.push(s);
+                state_tokens.push(state_tokens_of(&tok, &d.text, max));
             }
         }
         let refs: Vec<&[u32]> = embed_tokens.iter().map(Vec::as_slice).collect();
@@ -107,26 +139,12 @@ impl Collection {
         let embeddings = model.runtime.embed(&refs)?;
         let states = match (&inner.codec, &model.prefix) {
             (Some(codec), Some(prefix)) => {
-                // States are computed and encoded RERANK_CHUNK documents at a time: only the
-                // encoded blobs (a few hundred KB each) live for the whole batch.
-                let rt = &model.runtime;
+                // Only the encoded blobs (a few hundred KB each) live for the whole batch.
                 let mut encoded = Vec::with_capacity(docs.len());
-                for chunk in state_tokens.chunks(RERANK_CHUNK) {
-                    let mut starts = Vec::with_capacity(chunk.len());
-                    let mut rests: Vec<&[u32]> = Vec::with_capacity(chunk.len());
-                    for s in chunk {
-                        if let Some((len, st)) = prefix.find(s) {
-                            starts.push(st.clone());
-                            rests.push(&s[*len..]);
-                        } else {
-                            starts.push(ModelState::zeros(rt.state_layers(), rt.config().width));
-                            rests.push(s);
-                        }
-                    }
-                    for state in rt.resume_states(starts, &rests)? {
-                        encoded.push(Some(codec.encode(&state)?));
-                    }
-                }
+                offline_states(&model.runtime, prefix, &state_tokens, |state| {
+                    encoded.push(Some(codec.encode(&state)?));
+                    Ok(())
+                })?;
                 encoded
             }
             _ => vec![None; docs.len()],
@@ -145,6 +163,24 @@ impl Collection {
             };
             out.push(Prepared { record, metadata, state });
         }
+        Ok(out)
+    }
+
+    /// The states an insert of `texts` would store (before encoding): the embedder's state
+    /// after reading each text in the offline document template, for the layers the collection
+    /// keeps. For exporting, comparing with states computed elsewhere, and
+    /// [`Self::insert_precomputed`]. Fails with `NoReranker` on a collection that keeps no states.
+    pub fn document_states(&self, texts: &[&str]) -> Result<Vec<ModelState>> {
+        let model = self.inner.model()?;
+        let prefix = model.prefix.as_ref().ok_or(crate::model::ModelError::NoReranker)?;
+        let tok = Tokenizer::world();
+        let max = self.inner.record.read().config.max_doc_tokens.max(2);
+        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| state_tokens_of(&tok, t, max)).collect();
+        let mut out = Vec::with_capacity(texts.len());
+        offline_states(&model.runtime, prefix, &seqs, |state| {
+            out.push(state);
+            Ok(())
+        })?;
         Ok(out)
     }
 
