@@ -79,11 +79,7 @@ impl Failure {
 type Shared = Arc<RwLock<Option<Database>>>;
 
 /// Runs `f` on the open database with the GIL released.
-fn on_db<T: Send>(
-    py: Python<'_>,
-    db: &Shared,
-    f: impl FnOnce(&Database) -> Result<T, Failure> + Send,
-) -> PyResult<T> {
+fn on_db<T: Send>(py: Python<'_>, db: &Shared, f: impl FnOnce(&Database) -> Result<T, Failure> + Send) -> PyResult<T> {
     py.detach(|| {
         let guard = db.read();
         let database = guard.as_ref().ok_or(Failure::Closed)?;
@@ -122,7 +118,10 @@ fn strings(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
     for item in obj.try_iter().map_err(|_| PyTypeError::new_err(format!("{what}: expected a list of str")))? {
         let item = item?;
         let s: String = item.extract().map_err(|_| {
-            PyTypeError::new_err(format!("{what}: expected str items, got {}", item.get_type().name().map_or("?".into(), |n| n.to_string())))
+            PyTypeError::new_err(format!(
+                "{what}: expected str items, got {}",
+                item.get_type().name().map_or("?".into(), |n| n.to_string())
+            ))
         })?;
         out.push(s);
     }
@@ -174,9 +173,9 @@ fn parse_rerank(py: Python<'_>, mode: Option<&str>) -> PyResult<Rerank> {
 /// A float32 array of `shape` from anything numpy can read (`__array__`, lists, torch CPU tensors).
 fn float_array<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let np = py.import("numpy")?;
-    let arr = np.call_method1("ascontiguousarray", (obj, "float32")).map_err(|e| {
-        raise(py, "InvalidInputError", format!("{what}: not convertible to a float32 array ({e})"))
-    })?;
+    let arr = np
+        .call_method1("ascontiguousarray", (obj, "float32"))
+        .map_err(|e| raise(py, "InvalidInputError", format!("{what}: not convertible to a float32 array ({e})")))?;
     arr.cast_into::<PyArrayDyn<f32>>().map_err(|_| raise(py, "InvalidInputError", format!("{what}: not an array")))
 }
 
@@ -551,9 +550,8 @@ impl PyCollection {
     fn get(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let one = ids.is_instance_of::<PyString>();
         let wanted: Vec<String> = if one { vec![ids.extract()?] } else { strings(ids, "ids")? };
-        let found = self.on(py, |c| {
-            wanted.iter().map(|id| c.get(id).map_err(Failure::from)).collect::<Result<Vec<_>, _>>()
-        })?;
+        let found =
+            self.on(py, |c| wanted.iter().map(|id| c.get(id).map_err(Failure::from)).collect::<Result<Vec<_>, _>>())?;
         let mut out = Vec::with_capacity(found.len());
         for d in found {
             out.push(match d {
@@ -587,6 +585,7 @@ impl PyCollection {
         signature = (text, top_k=10, candidates=50, rerank=Some("offline"), r#where=None, ef=None),
         text_signature = "(self, /, text, top_k=10, candidates=50, rerank='offline', where=None, ef=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn query(
         &self,
         py: Python<'_>,
@@ -693,7 +692,9 @@ impl PyCollection {
         let mut model_states: Vec<Option<ModelState>> = vec![None; n];
         match (states.filter(|s| !s.is_none()), keep) {
             (Some(_), 0) => return Err(bad("this collection keeps no states (it has no reranker)".into())),
-            (None, k) if k > 0 => return Err(bad("this collection keeps states: pass states=(token_shift, wkv)".into())),
+            (None, k) if k > 0 => {
+                return Err(bad("this collection keeps states: pass states=(token_shift, wkv)".into()))
+            }
             (None, _) => {}
             (Some(st), _) => {
                 let parts: Vec<Bound<'_, PyAny>> = st.try_iter()?.collect::<PyResult<_>>()?;
@@ -717,7 +718,10 @@ impl PyCollection {
                     )));
                 }
                 let (shift, wkv) = (shift.readonly(), wkv.readonly());
-                let (shift, wkv) = (shift.as_slice().map_err(|e| bad(e.to_string()))?, wkv.as_slice().map_err(|e| bad(e.to_string()))?);
+                let (shift, wkv) = (
+                    shift.as_slice().map_err(|e| bad(e.to_string()))?,
+                    wkv.as_slice().map_err(|e| bad(e.to_string()))?,
+                );
                 for (b, slot) in model_states.iter_mut().enumerate() {
                     let mut s = ModelState::zeros(keep, width);
                     let (c, w) = (width, width * 64);
@@ -804,6 +808,38 @@ impl PyCollection {
     }
 }
 
+/// Writes a synthetic embedder + reranker pair (random weights in the official checkpoint
+/// layout) as `.pth` files: for trying rwkvdb out and for tests. Scores are meaningless.
+#[pyfunction]
+#[pyo3(signature = (embedder, reranker, *, layers=2, width=128, reranker_layers=None, seed=42))]
+fn write_synthetic_model(
+    py: Python<'_>,
+    embedder: PathBuf,
+    reranker: PathBuf,
+    layers: usize,
+    width: usize,
+    reranker_layers: Option<Vec<usize>>,
+    seed: u64,
+) -> PyResult<()> {
+    use rwkvdb::checkpoint::{pth, synth, StoredDType};
+    let bad = |m: String| raise(py, "InvalidInputError", m);
+    if layers == 0 || width == 0 || width % 64 != 0 {
+        return Err(bad(format!("layers must be at least 1 and width a multiple of 64 (got {layers} and {width})")));
+    }
+    let reranker_layers = reranker_layers.unwrap_or_else(|| vec![layers - 1]);
+    if reranker_layers.is_empty() || reranker_layers.iter().any(|&l| l >= layers) {
+        return Err(bad(format!("reranker_layers {reranker_layers:?} must name layers below {layers}")));
+    }
+    let cfg = synth::SynthConfig { layers, width, reranker_layers, seed, ..Default::default() };
+    py.detach(|| -> Result<(), String> {
+        for (path, dict) in [(&embedder, synth::synth_embedder(&cfg)), (&reranker, synth::synth_reranker(&cfg))] {
+            pth::write(path, &dict, StoredDType::F32).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
+    })
+    .map_err(|m| raise(py, "ModelFileError", m))
+}
+
 /// The compiled part of the `rwkvdb` package.
 #[pymodule]
 fn _rwkvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -812,6 +848,7 @@ fn _rwkvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDocument>()?;
     m.add_class::<PyHit>()?;
     m.add_class::<PyQueryResult>()?;
+    m.add_function(wrap_pyfunction!(write_synthetic_model, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

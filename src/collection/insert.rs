@@ -131,7 +131,7 @@ impl Collection {
             t.push(EOS_TOKEN);
             embed_tokens.push(t);
             if inner.codec.is_some() {
-                state_tokens.push(state_tokens_of(&tok, &d.text, max));
+                state_tokens.push(state_tokens_of(tok, &d.text, max));
             }
         }
         let refs: Vec<&[u32]> = embed_tokens.iter().map(Vec::as_slice).collect();
@@ -175,7 +175,7 @@ impl Collection {
         let prefix = model.prefix.as_ref().ok_or(crate::model::ModelError::NoReranker)?;
         let tok = Tokenizer::world();
         let max = self.inner.record.read().config.max_doc_tokens.max(2);
-        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| state_tokens_of(&tok, t, max)).collect();
+        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| state_tokens_of(tok, t, max)).collect();
         let mut out = Vec::with_capacity(texts.len());
         offline_states(&model.runtime, prefix, &seqs, |state| {
             out.push(state);

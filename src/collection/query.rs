@@ -36,7 +36,7 @@ impl Collection {
             return Err(Error::LimitExceeded { what, value: k, max: MAX_CANDIDATES });
         }
         if opts.rerank != Rerank::None && !self.inner.shape.has_reranker {
-            return Err(Error::Config("this collection has no reranker".into()));
+            return Err(crate::model::ModelError::NoReranker.into());
         }
 
         let start = Instant::now();

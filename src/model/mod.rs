@@ -67,7 +67,7 @@ pub enum ModelError {
     #[error("model mismatch: {0}")]
     Mismatch(String),
     /// A reranker operation was requested but no reranker is loaded.
-    #[error("no reranker is loaded")]
+    #[error("no reranker: the collection (or model) has none, so it keeps no states and cannot rerank; query with rerank none")]
     NoReranker,
     /// A token sequence was empty.
     #[error("empty token sequence")]
