@@ -41,10 +41,10 @@ def _find_onnxruntime():
 
 _find_onnxruntime()
 
-from ._rwkvdb import Collection, Database, Document, Hit, QueryResult, __version__, write_synthetic_model  # noqa: E402
+from ._rwkvdb import Collection, Database, Document, Hit, QueryResult, __version__, offline_document_text, write_synthetic_model  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from . import errors  # noqa: E402
 
-__all__ = ["Database", "Collection", "Document", "Hit", "QueryResult", "errors", "write_synthetic_model", "__version__"] + [
+__all__ = ["Database", "Collection", "Document", "Hit", "QueryResult", "errors", "write_synthetic_model", "offline_document_text", "__version__"] + [
     n for n in dir(errors) if n.endswith("Error")
 ]

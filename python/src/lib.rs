@@ -840,6 +840,13 @@ fn write_synthetic_model(
     .map_err(|m| raise(py, "ModelFileError", m))
 }
 
+/// The text whose state a collection keeps for `document` (the official offline template,
+/// without EOS): what `EmbeddingRWKV.forward` must read to make states for `add_precomputed`.
+#[pyfunction]
+fn offline_document_text(document: &str) -> String {
+    rwkvdb::model::offline_document_text(document)
+}
+
 /// The compiled part of the `rwkvdb` package.
 #[pymodule]
 fn _rwkvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -849,6 +856,7 @@ fn _rwkvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHit>()?;
     m.add_class::<PyQueryResult>()?;
     m.add_function(wrap_pyfunction!(write_synthetic_model, m)?)?;
+    m.add_function(wrap_pyfunction!(offline_document_text, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

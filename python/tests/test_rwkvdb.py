@@ -249,3 +249,16 @@ def test_synthetic_model_arguments_are_checked(tmp_path):
         rwkvdb.write_synthetic_model(tmp_path / "e.pth", tmp_path / "r.pth", width=100)
     with pytest.raises(rwkvdb.InvalidInputError, match="reranker_layers"):
         rwkvdb.write_synthetic_model(tmp_path / "e.pth", tmp_path / "r.pth", layers=2, reranker_layers=[5])
+
+
+def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[-1] == "(1, 128)"
+    assert {line.split()[0] for line in out[:2]} == {"boil", "melt"}
