@@ -76,6 +76,13 @@ fn graph_search_finds_outliers_and_fills_k_under_selective_filters() {
         found += want.iter().filter(|k| got.contains(k)).count();
     }
     assert!(found as f32 / 400.0 > 0.9, "recall@10 {}", found as f32 / 400.0);
+    // A search width far beyond the entries searches them all instead of allocating for it.
+    let wide = idx.search(q_of(&items), 10, usize::MAX / 4, None).unwrap();
+    assert_eq!(wide.len(), 10);
+}
+
+fn q_of(items: &[(u64, Vec<f32>)]) -> &[f32] {
+    &items[7].1
 }
 
 #[test]

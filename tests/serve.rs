@@ -364,7 +364,7 @@ fn bad_requests_change_nothing() {
     let c = format!("{}/v1/collections/notes", s.url);
     let first = send("POST", &format!("{c}/documents"), &json!({ "documents": [doc("a", TEXTS[0], Value::Null)] }));
     assert_eq!(first.status, 200);
-    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+    let mut cases: Vec<(&str, String, String, u16, &str)> = vec![
         ("POST", format!("{c}/documents"), "{not json".into(), 400, "bad_json"),
         ("POST", format!("{c}/documents"), r#"{"documents":[{"id":"b"}]}"#.into(), 400, "bad_json"),
         ("POST", format!("{c}/documents"), r#"{"documents":[{"id":"b","text":""}]}"#.into(), 400, "invalid_input"),
@@ -388,6 +388,13 @@ fn bad_requests_change_nothing() {
         ("POST", format!("{c}/query"), r#"{"text":"   "}"#.into(), 400, "invalid_input"),
         ("POST", format!("{c}/delete"), r#"{"ids":"a"}"#.into(), 400, "bad_json"),
     ];
+    let typo = r#"{"documents":[{"id":"b","text":"t","metdata":{"x":1}}]}"#;
+    cases.push(("POST", format!("{c}/documents"), typo.into(), 400, "bad_json"));
+    cases.push(("POST", format!("{c}/query"), r#"{"text":"t","ef":1099511627776}"#.into(), 413, "limit_exceeded"));
+    cases.push(("GET", format!("{}/v1/collections/%FF", s.url), String::new(), 400, "invalid_input"));
+    cases.push(("GET", format!("{c}/documents/%FF%FE"), String::new(), 400, "invalid_input"));
+    cases.push(("PATCH", format!("{}/health", s.url), String::new(), 405, "method_not_allowed"));
+    cases.push(("DELETE", format!("{}/v1/collections", s.url), String::new(), 405, "method_not_allowed"));
     for (method, url, body, status, want) in cases {
         let a = call(method, &url, None, (!body.is_empty()).then_some(body.as_str()));
         assert_eq!((a.status, code(&a)), (status, want), "{method} {url} {}", &body[..body.len().min(60)]);

@@ -355,7 +355,8 @@ fn remote_import(
     let mut state = rwkvdb::ImportProgress { total: docs.len(), ..Default::default() };
     progress(&state);
     for batch in docs.chunks(batch_size.clamp(1, rwkvdb::limits::MAX_BATCH_DOCS)) {
-        let r: rwkvdb::ImportReport = remote.post(&path, &Documents { documents: batch.to_vec() })?;
+        let r: rwkvdb::ImportReport =
+            remote.post(&path, &Documents { documents: batch.iter().cloned().map(Into::into).collect() })?;
         total.imported += r.imported;
         total.tokens += r.tokens;
         total.already_present += r.already_present;

@@ -48,7 +48,7 @@ pub const MAX_ID_BYTES: usize = 1024;
 pub const MAX_TEXT_BYTES: usize = 16 << 20;
 /// Largest metadata of one document, as JSON text.
 pub const MAX_METADATA_BYTES: usize = 64 << 10;
-/// Upper bound on `top_k` and `candidates` of one query.
+/// Upper bound on `top_k`, `candidates` and `ef` of one query.
 pub const MAX_CANDIDATES: usize = 10_000;
 /// Documents whose f32 states are alive together, in a query's rerank (decode + resume) and in
 /// an insert (compute + encode): bounds memory to `RERANK_CHUNK` decoded states (~2 MB each at

@@ -35,6 +35,14 @@ impl Collection {
             let what = "query candidates (max of top_k and candidates)".to_string();
             return Err(Error::LimitExceeded { what, value: k, max: MAX_CANDIDATES });
         }
+        if let Some(ef) = opts.ef.filter(|&ef| ef > MAX_CANDIDATES) {
+            // The search allocates for `ef` results.
+            return Err(Error::LimitExceeded {
+                what: "query ef (HNSW search width)".into(),
+                value: ef,
+                max: MAX_CANDIDATES,
+            });
+        }
         if opts.rerank != Rerank::None && !self.inner.shape.has_reranker {
             return Err(crate::model::ModelError::NoReranker.into());
         }

@@ -341,7 +341,8 @@ impl Graph {
     ) -> Vec<Near> {
         visited.reset(self.len());
         let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::new();
-        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        // Never more results than nodes, whatever `ef` a caller passes.
+        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef.min(self.len()) + 1);
         for &e in entries {
             if visited.insert(e.slot) {
                 candidates.push(Reverse(e));

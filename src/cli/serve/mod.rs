@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use clap::Args;
 use rwkvdb::Database;
 use tokio::sync::Semaphore;
@@ -108,6 +108,37 @@ async fn require_key(State(server): State<Server>, req: Request, next: Next) -> 
     Ok(next.run(req).await)
 }
 
+/// Gives the errors axum answers by itself (405, a path that is not UTF-8...) the JSON body of
+/// every other error, keeping their headers (`Allow`).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let message = match text {
+        Ok(t) if !t.trim().is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::NOT_FOUND => "no_such_route",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_input",
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 /// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -155,7 +186,8 @@ async fn serve(server: Server, listen: SocketAddr, max_body_bytes: usize, worker
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let app = routes::router(server.clone())
         .layer(axum::middleware::from_fn_with_state(server.clone(), require_key))
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response(json_errors));
     let auth = if server.api_key.is_some() { "API key required" } else { "no API key" };
     // The first line on stdout is the address (tests and scripts read it; port 0 picks one).
     println!("rwkvdb serve: listening on http://{} ({auth})", listener.local_addr()?);

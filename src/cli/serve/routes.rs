@@ -142,7 +142,32 @@ async fn drop_collection(State(server): State<Server>, Path(collection): Path<St
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Documents {
-    pub documents: Vec<NewDocument>,
+    pub documents: Vec<ApiDocument>,
+}
+
+impl Documents {
+    /// The batch as the library takes it.
+    fn into_library(self) -> Vec<NewDocument> {
+        self.documents.into_iter().map(|d| NewDocument { id: d.id, text: d.text, metadata: d.metadata }).collect()
+    }
+}
+
+/// One document of a request: [`NewDocument`], refusing unknown fields (a misspelt `metadata`
+/// must not be dropped silently).
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiDocument {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub text: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl From<NewDocument> for ApiDocument {
+    fn from(d: NewDocument) -> Self {
+        Self { id: d.id, text: d.text, metadata: d.metadata }
+    }
 }
 
 async fn insert(
@@ -150,7 +175,7 @@ async fn insert(
     Path(collection): Path<String>,
     JsonBody(req): JsonBody<Documents>,
 ) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.insert(req.documents)?).into_response())).await
+    server.run(move |db| Ok(Json(db.collection(&collection)?.insert(req.into_library())?).into_response())).await
 }
 
 async fn upsert(
@@ -158,7 +183,7 @@ async fn upsert(
     Path(collection): Path<String>,
     JsonBody(req): JsonBody<Documents>,
 ) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.upsert(req.documents)?).into_response())).await
+    server.run(move |db| Ok(Json(db.collection(&collection)?.upsert(req.into_library())?).into_response())).await
 }
 
 async fn import(
@@ -170,7 +195,7 @@ async fn import(
         .run(move |db| {
             let c = db.collection(&collection)?;
             let opts = ImportOptions { batch_size: req.documents.len().max(1) };
-            Ok(Json(c.import(req.documents, &opts, |_| {})?).into_response())
+            Ok(Json(c.import(req.into_library(), &opts, |_| {})?).into_response())
         })
         .await
 }
