@@ -139,7 +139,21 @@ fn documents(
     let ids = ids.filter(|i| !i.is_none()).map(|i| strings(i, "ids")).transpose()?;
     let metadatas: Option<Vec<Value>> = metadatas
         .filter(|m| !m.is_none())
-        .map(|m| -> PyResult<Vec<Value>> { m.try_iter()?.map(|x| to_json(py, &x?)).collect() })
+        .map(|m| -> PyResult<Vec<Value>> {
+            m.try_iter()?
+                .map(|x| {
+                    let x = x?;
+                    // Metadata is a dict (what filters and LangChain read), or None.
+                    if !x.is_none() && !x.is_instance_of::<PyDict>() {
+                        let kind = x.get_type().name().map_or("?".into(), |n| n.to_string());
+                        return Err(PyTypeError::new_err(format!(
+                            "metadatas: expected dict or None items, got {kind}"
+                        )));
+                    }
+                    to_json(py, &x)
+                })
+                .collect()
+        })
         .transpose()?;
     for (what, n) in [("ids", ids.as_ref().map(Vec::len)), ("metadatas", metadatas.as_ref().map(Vec::len))] {
         if let Some(n) = n.filter(|&n| n != texts.len()) {

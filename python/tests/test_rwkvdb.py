@@ -262,3 +262,9 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[-1] == "(1, 128)"
     assert {line.split()[0] for line in out[:2]} == {"boil", "melt"}
+
+
+def test_metadata_must_be_a_dict(notes):
+    with pytest.raises(TypeError, match="dict or None"):
+        notes.add(["x", "y"], metadatas=[{"ok": 1}, [1, 2]])
+    assert notes.count() == 6
