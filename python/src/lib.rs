@@ -99,9 +99,32 @@ fn to_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     serde_json::from_str(&text).map_err(|e| raise(py, "InvalidInputError", format!("metadata: {e}")))
 }
 
-/// JSON value -> Python object.
+/// JSON value -> Python object (built directly: this runs for every hit's metadata).
 fn from_json(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
-    Ok(py.import("json")?.call_method1("loads", (v.to_string(),))?.unbind())
+    Ok(match v {
+        Value::Null => py.None(),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into_pyobject(py)?.into_any().unbind(),
+            (None, Some(u)) => u.into_pyobject(py)?.into_any().unbind(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any().unbind(),
+        },
+        Value::String(s) => s.into_pyobject(py)?.into_any().unbind(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(from_json(py, item)?)?;
+            }
+            list.into_any().unbind()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, item) in map {
+                dict.set_item(k, from_json(py, item)?)?;
+            }
+            dict.into_any().unbind()
+        }
+    })
 }
 
 fn to_py<T: serde::Serialize>(py: Python<'_>, v: &T) -> PyResult<Py<PyAny>> {
