@@ -131,6 +131,9 @@ fn every_endpoint_matches_the_library() {
     let u = &s.url;
     let c = format!("{u}/v1/collections/notes");
 
+    let spec = get(&format!("{u}/openapi.json"));
+    assert_eq!((spec.status, spec.body["openapi"].as_str()), (200, Some("3.0.3")));
+    assert!(spec.body["paths"]["/v1/collections/{collection}/query"]["post"].is_object());
     let health = get(&format!("{u}/health"));
     assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
 

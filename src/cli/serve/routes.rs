@@ -20,6 +20,7 @@ use super::Server;
 pub fn router(server: Server) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .route("/v1/collections", get(list_collections).post(create_collection))
         .route("/v1/collections/{collection}", get(collection_stats).delete(drop_collection))
         .route("/v1/collections/{collection}/documents", post(insert).put(upsert))
@@ -57,6 +58,11 @@ async fn health(State(server): State<Server>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "database": server.db.path().display().to_string(),
     }))
+}
+
+/// This API as OpenAPI 3 (docs/openapi.json, compiled in).
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
 }
 
 async fn list_collections(State(server): State<Server>) -> Result<Response, ApiError> {
