@@ -60,7 +60,7 @@ async fn health(State(server): State<Server>) -> Json<Value> {
     }))
 }
 
-/// This API as OpenAPI 3 (docs/openapi.json, compiled in).
+/// This API as `OpenAPI` 3 (`docs/openapi.json`, compiled in).
 async fn openapi() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
 }
