@@ -89,5 +89,33 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// A stable, machine-readable name of the kind of error, for bindings and APIs that must
+    /// tell kinds apart (`rwkvdb serve`'s error codes, the Python exception classes):
+    /// `no_such_collection`, `collection_exists`, `duplicate_id`, `model_mismatch`,
+    /// `invalid_input`, `invalid_filter`, `invalid_config`, `limit_exceeded`, `model_file`,
+    /// `file_not_found`, `io`, `no_reranker`, `model`, `database_locked`, `storage`.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NoSuchCollection(_) => "no_such_collection",
+            Error::CollectionExists(_) => "collection_exists",
+            Error::DuplicateId(_) => "duplicate_id",
+            Error::ModelMismatch { .. } => "model_mismatch",
+            Error::InvalidInput(_) | Error::TooLong { .. } => "invalid_input",
+            Error::Filter(_) => "invalid_filter",
+            Error::Config(_) => "invalid_config",
+            Error::LimitExceeded { .. } => "limit_exceeded",
+            Error::ModelFile { .. } => "model_file",
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "file_not_found",
+            Error::Io { .. } => "io",
+            Error::Model(crate::model::ModelError::NoReranker) => "no_reranker",
+            Error::Model(_) => "model",
+            Error::Store(crate::store::StoreError::Locked { .. }) => "database_locked",
+            Error::Store(_) | Error::Codec(_) | Error::Index(_) => "storage",
+        }
+    }
+}
+
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -38,21 +38,20 @@ impl From<PyErr> for Failure {
 
 /// The `rwkvdb.errors` class for a library error.
 fn error_class(e: &rwkvdb::Error) -> &'static str {
-    use rwkvdb::Error as E;
-    match e {
-        E::NoSuchCollection(_) | E::Store(rwkvdb::StoreError::CollectionDropped { .. }) => "NoSuchCollectionError",
-        E::CollectionExists(_) => "CollectionExistsError",
-        E::DuplicateId(_) => "DuplicateIdError",
-        E::ModelMismatch { .. } => "ModelMismatchError",
-        E::TooLong { .. } | E::InvalidInput(_) => "InvalidInputError",
-        E::LimitExceeded { .. } => "LimitExceededError",
-        E::Filter(_) => "FilterError",
-        E::Config(_) => "ConfigError",
-        E::ModelFile { .. } | E::Io { .. } => "ModelFileError",
-        E::Model(rwkvdb::model::ModelError::NoReranker) => "NoRerankerError",
-        E::Model(_) => "ModelError",
-        E::Store(rwkvdb::StoreError::Locked { .. }) => "DatabaseLockedError",
-        E::Store(_) | E::Codec(_) | E::Index(_) => "StorageError",
+    match e.code() {
+        "no_such_collection" => "NoSuchCollectionError",
+        "collection_exists" => "CollectionExistsError",
+        "duplicate_id" => "DuplicateIdError",
+        "model_mismatch" => "ModelMismatchError",
+        "invalid_input" => "InvalidInputError",
+        "limit_exceeded" => "LimitExceededError",
+        "invalid_filter" => "FilterError",
+        "invalid_config" => "ConfigError",
+        "model_file" | "file_not_found" | "io" => "ModelFileError",
+        "no_reranker" => "NoRerankerError",
+        "model" => "ModelError",
+        "database_locked" => "DatabaseLockedError",
+        _ => "StorageError",
     }
 }
 
@@ -214,6 +213,42 @@ fn float_array<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, what: &str) -> PyR
         .call_method1("ascontiguousarray", (obj, "float32"))
         .map_err(|e| raise(py, "InvalidInputError", format!("{what}: not convertible to a float32 array ({e})")))?;
     arr.cast_into::<PyArrayDyn<f32>>().map_err(|_| raise(py, "InvalidInputError", format!("{what}: not an array")))
+}
+
+/// Where layer `l` of sequence `b` sits in the official `rwkv_emb` batched state (token shift
+/// `[layers, 2, n, c]`, index 0 the time mix and 1 the channel mix; WKV `[layers, n, H, 64, 64]`)
+/// and in a [`ModelState`] (`[layers, c]` shifts, `[layers, H, 64, 64]` WKV): flat ranges.
+struct OfficialLayout {
+    /// Sequences in the batch.
+    n: usize,
+    /// Model width.
+    c: usize,
+}
+
+impl OfficialLayout {
+    fn att_shift(&self, l: usize, b: usize) -> std::ops::Range<usize> {
+        let start = (2 * l * self.n + b) * self.c;
+        start..start + self.c
+    }
+
+    fn ffn_shift(&self, l: usize, b: usize) -> std::ops::Range<usize> {
+        let start = ((2 * l + 1) * self.n + b) * self.c;
+        start..start + self.c
+    }
+
+    fn wkv(&self, l: usize, b: usize) -> std::ops::Range<usize> {
+        let w = self.c * 64;
+        (l * self.n + b) * w..(l * self.n + b + 1) * w
+    }
+
+    fn own_shift(&self, l: usize) -> std::ops::Range<usize> {
+        l * self.c..(l + 1) * self.c
+    }
+
+    fn own_wkv(&self, l: usize) -> std::ops::Range<usize> {
+        let w = self.c * 64;
+        l * w..(l + 1) * w
+    }
 }
 
 /// An open database file. Safe to share between threads; `close()` (or leaving a `with` block)
@@ -500,23 +535,19 @@ impl PyCollection {
         let total = docs.len();
         let size = batch_size.unwrap_or(total).max(1);
         let mut report = rwkvdb::InsertReport::default();
-        let mut docs = docs.into_iter();
-        let mut done = 0;
+        let mut rest = docs;
+        // One call even for no documents, so a closed database or dropped collection is reported.
         loop {
-            let batch: Vec<NewDocument> = docs.by_ref().take(size).collect();
-            if batch.is_empty() && done > 0 {
-                break;
-            }
-            let n = batch.len();
+            let tail = rest.split_off(size.min(rest.len()));
+            let batch = std::mem::replace(&mut rest, tail);
             let r = self.on(py, |c| Ok(if replace { c.upsert(batch)? } else { c.insert(batch)? }))?;
             report.ids.extend(r.ids);
             report.tokens += r.tokens;
             report.replaced += r.replaced;
-            done += n;
             if let Some(cb) = progress {
-                cb.call1((done, total))?;
+                cb.call1((total - rest.len(), total))?;
             }
-            if done >= total {
+            if rest.is_empty() {
                 break;
             }
         }
@@ -660,10 +691,9 @@ impl PyCollection {
     /// Unit-length embeddings of `texts` as the collection computes them: float32 [N, C].
     fn embed<'py>(&self, py: Python<'py>, texts: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let texts = strings(texts, "texts")?;
-        let width = self.on(py, |c| Ok(c.runtime()?.config().width))?;
-        let rows = self.on(py, |c| {
+        let (width, rows) = self.on(py, |c| {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(c.embed(&refs)?)
+            Ok((c.runtime()?.config().width, c.embed(&refs)?))
         })?;
         let n = rows.len();
         let flat: Vec<f32> = rows.into_iter().flatten().collect();
@@ -684,13 +714,12 @@ impl PyCollection {
         let heads = width / 64;
         let mut shift = vec![0f32; layers * 2 * n * width];
         let mut wkv = vec![0f32; layers * n * width * 64];
+        let at = OfficialLayout { n, c: width };
         for (b, s) in states.iter().enumerate() {
             for l in 0..layers {
-                let c = width;
-                shift[((l * 2) * n + b) * c..][..c].copy_from_slice(&s.att_shift[l * c..][..c]);
-                shift[((l * 2 + 1) * n + b) * c..][..c].copy_from_slice(&s.ffn_shift[l * c..][..c]);
-                let w = c * 64;
-                wkv[(l * n + b) * w..][..w].copy_from_slice(&s.wkv[l * w..][..w]);
+                shift[at.att_shift(l, b)].copy_from_slice(&s.att_shift[at.own_shift(l)]);
+                shift[at.ffn_shift(l, b)].copy_from_slice(&s.ffn_shift[at.own_shift(l)]);
+                wkv[at.wkv(l, b)].copy_from_slice(&s.wkv[at.own_wkv(l)]);
             }
         }
         let shift = PyArray1::from_vec(py, shift).reshape([layers, 2, n, width])?;
@@ -759,13 +788,13 @@ impl PyCollection {
                     shift.as_slice().map_err(|e| bad(e.to_string()))?,
                     wkv.as_slice().map_err(|e| bad(e.to_string()))?,
                 );
+                let at = OfficialLayout { n, c: width };
                 for (b, slot) in model_states.iter_mut().enumerate() {
                     let mut s = ModelState::zeros(keep, width);
-                    let (c, w) = (width, width * 64);
                     for l in 0..keep {
-                        s.att_shift[l * c..][..c].copy_from_slice(&shift[((l * 2) * n + b) * c..][..c]);
-                        s.ffn_shift[l * c..][..c].copy_from_slice(&shift[((l * 2 + 1) * n + b) * c..][..c]);
-                        s.wkv[l * w..][..w].copy_from_slice(&wkv[(l * n + b) * w..][..w]);
+                        s.att_shift[at.own_shift(l)].copy_from_slice(&shift[at.att_shift(l, b)]);
+                        s.ffn_shift[at.own_shift(l)].copy_from_slice(&shift[at.ffn_shift(l, b)]);
+                        s.wkv[at.own_wkv(l)].copy_from_slice(&wkv[at.wkv(l, b)]);
                     }
                     *slot = Some(s);
                 }

@@ -299,10 +299,10 @@ impl Target {
 
 pub fn import(a: ImportArgs) -> CliResult {
     let target = Target::of(&a.db, &a.server)?;
-    let local = match &target {
-        Target::File(database) => Some(database.collection(&a.collection)?),
-        Target::Server(_) => None,
-    };
+    if let Target::File(database) = &target {
+        // A missing collection is reported before the source is read (the handle is cached).
+        database.collection(&a.collection)?;
+    }
     let mut problems = Vec::new();
     let docs = read_source(&a.source, &mut problems)?;
     let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
@@ -318,10 +318,9 @@ pub fn import(a: ImportArgs) -> CliResult {
         bar.set_position(p.imported as u64);
         bar.set_message(format!("{:.0} tokens/s", p.tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)));
     };
-    let report = match (&target, local) {
-        (Target::Server(remote), _) => remote_import(remote, &a.collection, docs, a.batch_size, show)?,
-        (Target::File(_), Some(c)) => c.import(docs, &opts, show)?,
-        (Target::File(database), None) => database.collection(&a.collection)?.import(docs, &opts, show)?,
+    let report = match &target {
+        Target::File(database) => database.collection(&a.collection)?.import(docs, &opts, show)?,
+        Target::Server(remote) => remote_import(remote, &a.collection, docs, a.batch_size, show)?,
     };
     bar.finish_and_clear();
     let (done, tokens, skipped) = (report.imported, report.tokens, report.already_present);
@@ -440,12 +439,11 @@ pub fn print_hits(r: &rwkvdb::QueryResult) {
 }
 
 pub fn get(db: &DbArg, server: &ServerArg, collection: &str, id: &str, json: bool) -> CliResult {
-    let d: rwkvdb::Document = if let Some(remote) = server.client() {
-        remote.get(&format!("{}/documents/{}", collection_path(collection), segment(id)))?
-    } else {
-        let database = db.open(false)?;
-        let c = database.collection(collection)?;
-        c.get(id)?.ok_or_else(|| format!("no document {id:?} in {collection}"))?
+    let d: rwkvdb::Document = match Target::of(db, server)? {
+        Target::Server(remote) => remote.get(&format!("{}/documents/{}", collection_path(collection), segment(id)))?,
+        Target::File(database) => {
+            database.collection(collection)?.get(id)?.ok_or_else(|| format!("no document {id:?} in {collection}"))?
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -456,13 +454,14 @@ pub fn get(db: &DbArg, server: &ServerArg, collection: &str, id: &str, json: boo
 }
 
 pub fn delete(db: &DbArg, server: &ServerArg, collection: &str, ids: &[String]) -> CliResult {
-    let r: rwkvdb::DeleteReport = if let Some(remote) = server.client() {
-        remote.post(&format!("{}/delete", collection_path(collection)), &Ids { ids: ids.to_vec() })?
-    } else {
-        let database = db.open(false)?;
-        let c = database.collection(collection)?;
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        c.delete(&refs)?
+    let r: rwkvdb::DeleteReport = match Target::of(db, server)? {
+        Target::Server(remote) => {
+            remote.post(&format!("{}/delete", collection_path(collection)), &Ids { ids: ids.to_vec() })?
+        }
+        Target::File(database) => {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            database.collection(collection)?.delete(&refs)?
+        }
     };
     println!("deleted {}", r.deleted.len());
     for m in &r.missing {
@@ -472,12 +471,9 @@ pub fn delete(db: &DbArg, server: &ServerArg, collection: &str, ids: &[String]) 
 }
 
 pub fn stats(db: &DbArg, server: &ServerArg, collection: &str, json: bool) -> CliResult {
-    let s: rwkvdb::CollectionStats = if let Some(remote) = server.client() {
-        remote.get(&collection_path(collection))?
-    } else {
-        let database = db.open(false)?;
-        let c = database.collection(collection)?;
-        c.stats()?
+    let s: rwkvdb::CollectionStats = match Target::of(db, server)? {
+        Target::Server(remote) => remote.get(&collection_path(collection))?,
+        Target::File(database) => database.collection(collection)?.stats()?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

@@ -159,12 +159,18 @@ impl CollectionInner {
     fn write<T>(&self, f: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T>) -> Result<T> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
         let durable = self.durable || n % DURABLE_EVERY == 0;
-        self.store.write(&self.tables, durable, f).map_err(|e| match e {
+        self.store.write(&self.tables, durable, f).map_err(|e| self.dropped_is_missing(e))
+    }
+
+    /// A write refused because the collection was dropped since this handle opened is, to the
+    /// caller, a collection that no longer exists.
+    fn dropped_is_missing(&self, e: Error) -> Error {
+        match e {
             Error::Store(StoreError::CollectionDropped { .. }) => {
                 Error::NoSuchCollection(self.record.read().name.clone())
             }
             e => e,
-        })
+        }
     }
 
     /// Drops committed-away documents from the in-memory index and metadata.

@@ -143,7 +143,10 @@ impl Collection {
             parts.push((part.ok_or_else(|| Error::Config("too many vector blocks".into()))?, bytes));
         }
         let drop_from = INDEX_FIRST_BLOCK.saturating_add(u32::try_from(first_new).unwrap_or(u32::MAX));
-        inner.store.write_index(&inner.tables, inner.durable, &header, &parts, drop_from)?;
+        inner
+            .store
+            .write_index(&inner.tables, inner.durable, &header, &parts, drop_from)
+            .map_err(|e| inner.dropped_is_missing(e.into()))?;
         *inner.saved.lock() = SavedIndex { layout: Some(layout), changes };
         let bytes_written = parts.iter().map(|(_, b)| b.len() as u64).sum();
         Ok(Some(CheckpointReport {

@@ -38,25 +38,16 @@ impl ApiError {
 
 impl From<rwkvdb::Error> for ApiError {
     fn from(e: rwkvdb::Error) -> Self {
-        use rwkvdb::Error as E;
-        let (status, code) = match &e {
-            E::NoSuchCollection(_) | E::Store(rwkvdb::StoreError::CollectionDropped { .. }) => {
-                (StatusCode::NOT_FOUND, "no_such_collection")
+        let code = e.code();
+        let status = match code {
+            "no_such_collection" => StatusCode::NOT_FOUND,
+            "collection_exists" | "duplicate_id" | "model_mismatch" => StatusCode::CONFLICT,
+            "limit_exceeded" => StatusCode::PAYLOAD_TOO_LARGE,
+            // Model files are named by requests (collection creation): the caller's to fix.
+            "invalid_input" | "invalid_filter" | "invalid_config" | "model_file" | "file_not_found" | "no_reranker" => {
+                StatusCode::BAD_REQUEST
             }
-            E::CollectionExists(_) => (StatusCode::CONFLICT, "collection_exists"),
-            E::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_id"),
-            E::ModelMismatch { .. } => (StatusCode::CONFLICT, "model_mismatch"),
-            E::InvalidInput(_) | E::TooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_input"),
-            E::Filter(_) => (StatusCode::BAD_REQUEST, "invalid_filter"),
-            E::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
-            E::LimitExceeded { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
-            // A model file named by a request (create) that cannot be read or has the wrong shape.
-            E::ModelFile { .. } => (StatusCode::BAD_REQUEST, "model_file"),
-            E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                (StatusCode::BAD_REQUEST, "file_not_found")
-            }
-            E::Model(rwkvdb::model::ModelError::NoReranker) => (StatusCode::BAD_REQUEST, "no_reranker"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            _ => return Self::internal(e.to_string()),
         };
         Self::new(status, code, e.to_string())
     }

@@ -20,7 +20,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clap::Args;
-use rwkvdb::Database;
+use rwkvdb::{Collection, Database};
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
@@ -89,6 +89,15 @@ impl Server {
         })
         .await
         .map_err(|e| ApiError::internal(format!("request failed: {e}")))?
+    }
+
+    /// Runs `work` on collection `name` (see [`Self::run`]) and answers its result as JSON.
+    pub async fn on_collection<T: serde::Serialize>(
+        &self,
+        name: String,
+        work: impl FnOnce(&Collection) -> rwkvdb::Result<T> + Send + 'static,
+    ) -> Result<Response, ApiError> {
+        self.run(move |db| Ok(axum::Json(work(&db.collection(&name)?)?).into_response())).await
     }
 }
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rwkvdb::{CollectionConfig, DeleteReport, Filter, ImportOptions, NewDocument, QueryOptions, Rerank};
+use rwkvdb::{Collection, CollectionConfig, Filter, ImportOptions, NewDocument, QueryOptions, Rerank};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -132,7 +132,7 @@ async fn create_collection(
 }
 
 async fn collection_stats(State(server): State<Server>, Path(collection): Path<String>) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.stats()?).into_response())).await
+    server.on_collection(collection, Collection::stats).await
 }
 
 async fn drop_collection(State(server): State<Server>, Path(collection): Path<String>) -> Result<Response, ApiError> {
@@ -181,7 +181,7 @@ async fn insert(
     Path(collection): Path<String>,
     JsonBody(req): JsonBody<Documents>,
 ) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.insert(req.into_library())?).into_response())).await
+    server.on_collection(collection, |c| c.insert(req.into_library())).await
 }
 
 async fn upsert(
@@ -189,7 +189,7 @@ async fn upsert(
     Path(collection): Path<String>,
     JsonBody(req): JsonBody<Documents>,
 ) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.upsert(req.into_library())?).into_response())).await
+    server.on_collection(collection, |c| c.upsert(req.into_library())).await
 }
 
 async fn import(
@@ -197,13 +197,8 @@ async fn import(
     Path(collection): Path<String>,
     JsonBody(req): JsonBody<Documents>,
 ) -> Result<Response, ApiError> {
-    server
-        .run(move |db| {
-            let c = db.collection(&collection)?;
-            let opts = ImportOptions { batch_size: req.documents.len().max(1) };
-            Ok(Json(c.import(req.into_library(), &opts, |_| {})?).into_response())
-        })
-        .await
+    let opts = ImportOptions { batch_size: req.documents.len().max(1) };
+    server.on_collection(collection, move |c| c.import(req.into_library(), &opts, |_| {})).await
 }
 
 async fn get_document(
@@ -226,7 +221,7 @@ async fn delete_document(
     State(server): State<Server>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.delete(&[id.as_str()])?).into_response())).await
+    server.on_collection(collection, move |c| c.delete(&[id.as_str()])).await
 }
 
 /// `POST .../delete`: ids to delete.
@@ -242,16 +237,15 @@ async fn delete_documents(
     JsonBody(req): JsonBody<Ids>,
 ) -> Result<Response, ApiError> {
     server
-        .run(move |db| {
+        .on_collection(collection, move |c| {
             let ids: Vec<&str> = req.ids.iter().map(String::as_str).collect();
-            let report: DeleteReport = db.collection(&collection)?.delete(&ids)?;
-            Ok(Json(report).into_response())
+            c.delete(&ids)
         })
         .await
 }
 
 async fn count(State(server): State<Server>, Path(collection): Path<String>) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(json!({ "count": db.collection(&collection)?.count()? })).into_response())).await
+    server.on_collection(collection, |c| Ok(json!({ "count": c.count()? }))).await
 }
 
 /// `POST .../query`: what [`QueryOptions`] holds, with the same defaults.
@@ -288,9 +282,9 @@ async fn query(
         rerank: req.rerank.unwrap_or(defaults.rerank),
         ef: req.ef,
     };
-    server.run(move |db| Ok(Json(db.collection(&collection)?.query(&req.text, &opts)?).into_response())).await
+    server.on_collection(collection, move |c| c.query(&req.text, &opts)).await
 }
 
 async fn checkpoint(State(server): State<Server>, Path(collection): Path<String>) -> Result<Response, ApiError> {
-    server.run(move |db| Ok(Json(db.collection(&collection)?.checkpoint()?).into_response())).await
+    server.on_collection(collection, Collection::checkpoint).await
 }
