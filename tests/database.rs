@@ -50,6 +50,25 @@ impl Fixture {
     }
 }
 
+/// `docs` with embeddings and states computed elsewhere.
+fn precomputed(
+    docs: &[NewDocument],
+    embeddings: Vec<Vec<f32>>,
+    states: Vec<rwkvdb::model::ModelState>,
+) -> Vec<rwkvdb::PrecomputedDocument> {
+    docs.iter()
+        .zip(embeddings)
+        .zip(states)
+        .map(|((d, embedding), state)| rwkvdb::PrecomputedDocument {
+            id: d.id.clone().unwrap(),
+            text: d.text.clone(),
+            metadata: d.metadata.clone(),
+            embedding,
+            state: Some(state),
+        })
+        .collect()
+}
+
 /// Every offline hit scores like the same document's online hit (within the default preset's
 /// quantisation error).
 fn assert_scores_agree(off: &rwkvdb::QueryResult, on: &rwkvdb::QueryResult) {
@@ -450,18 +469,7 @@ fn precomputed_documents_query_like_embedded_ones() {
         docs.iter().map(|d| tok.encode(&rwkvdb::model::offline_document_text(&d.text))).collect();
     let embeddings = rt.embed(&emb_tokens.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
     let states = rt.prefix_states(&state_tokens.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
-    let batch: Vec<rwkvdb::PrecomputedDocument> = docs
-        .iter()
-        .zip(embeddings)
-        .zip(states)
-        .map(|((d, embedding), state)| rwkvdb::PrecomputedDocument {
-            id: d.id.clone().unwrap(),
-            text: d.text.clone(),
-            metadata: d.metadata.clone(),
-            embedding,
-            state: Some(state),
-        })
-        .collect();
+    let batch = precomputed(&docs, embeddings, states);
 
     // Bad shapes are refused and nothing is written.
     let mut bad = batch.clone();
@@ -833,19 +841,7 @@ fn exported_states_inserted_elsewhere_rank_like_the_inserted_documents() {
     let embeddings = own.embed(&texts).unwrap();
     let states = own.document_states(&texts).unwrap();
     assert_eq!(states[0].layers, own.runtime().unwrap().state_layers());
-    let pre = docs
-        .iter()
-        .zip(embeddings)
-        .zip(states)
-        .map(|((d, embedding), state)| rwkvdb::PrecomputedDocument {
-            id: d.id.clone().unwrap(),
-            text: d.text.clone(),
-            metadata: d.metadata.clone(),
-            embedding,
-            state: Some(state),
-        })
-        .collect();
-    imported.insert_precomputed(pre).unwrap();
+    imported.insert_precomputed(precomputed(&docs, embeddings, states)).unwrap();
     let opts = QueryOptions { top_k: 5, ..QueryOptions::default() };
     let a = own.query("a question about music", &opts).unwrap();
     let b = imported.query("a question about music", &opts).unwrap();

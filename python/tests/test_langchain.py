@@ -19,15 +19,8 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 
 from rwkvdb.langchain import RwkvdbEmbeddings, RwkvdbVectorStore  # noqa: E402
+from conftest import TEXTS  # noqa: E402
 
-TEXTS = [
-    "Water boils at 100 degrees Celsius at sea level.",
-    "Black holes bend light around them.",
-    "The violin has four strings tuned in fifths.",
-    "Photosynthesis turns light into chemical energy.",
-    "Rust's borrow checker prevents data races.",
-    "The Nile is the longest river in Africa.",
-]
 METADATAS = [
     {"topic": "physics", "year": 1900, "lang": "en"},
     {"topic": "physics", "year": 1970, "lang": "de"},
@@ -37,14 +30,6 @@ METADATAS = [
     {"topic": "geography", "year": 2000, "lang": "fr"},
 ]
 IDS = [f"d{i}" for i in range(len(TEXTS))]
-
-
-@pytest.fixture(scope="session")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    emb, rr = d / "emb.pth", d / "rr.pth"
-    rwkvdb.write_synthetic_model(emb, rr, layers=3, width=128, reranker_layers=[0, 1], seed=5)
-    return emb, rr
 
 
 @pytest.fixture(scope="module")
