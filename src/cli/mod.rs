@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod db_cmd;
 mod demo;
+mod eval_cmd;
 mod model_bench;
 mod model_cmd;
 mod remote;
@@ -30,6 +31,7 @@ const EXAMPLES: &str = "Examples:
   rwkvdb query --db my.redb -c notes \"black holes\" --filter '{\"topic\":\"astronomy\"}' --json
   rwkvdb model eval --embedder emb.pth --reranker rr.pth --input in.json --output out.json
   rwkvdb bench --quick --out /tmp/e2e.json        # end-to-end benchmark (full run: see docs/performance.md)
+  rwkvdb eval retrieval --db my.redb --collection notes --queries q.jsonl --qrels qrels.tsv
   rwkvdb serve --db my.redb                       # HTTP/JSON API on 127.0.0.1:8750 (docs/api.md)
   rwkvdb query --server http://127.0.0.1:8750 -c notes \"black holes\"
 
@@ -129,6 +131,9 @@ enum Command {
     },
     /// Serve the database over HTTP/JSON (docs/api.md) to other processes and languages.
     Serve(serve::ServeArgs),
+    /// Evaluate ranking quality (BEIR-format data) per rerank mode and state preset.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Inspect, synthesise and evaluate model checkpoints.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -153,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoint { db, server, collection } => db_cmd::checkpoint(&db, &server, collection.as_deref()),
         Command::Serve(a) => serve::run(a),
         Command::Compact { db } => db_cmd::compact(&db),
+        Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench_cmd::run(a),

@@ -2,5 +2,7 @@
 //!
 //! - [`model`]: `rwkvdb model eval`, embeddings and rerank logits computed the way the official
 //!   `rwkv_emb` package computes them, for comparison with it.
+//! - [`retrieval`]: `rwkvdb eval retrieval`, ranking quality on BEIR-format data per rerank mode.
 
 pub mod model;
+pub mod retrieval;
