@@ -129,7 +129,8 @@ fn retrieval_cmd(a: RetrievalArgs) -> CliResult {
     let mut collections: Vec<(String, Collection)> = Vec::new();
     if let Some(name) = &a.collection {
         db = Database::open(&a.db.db, OpenOptions { create: false, ..OpenOptions::default() })?;
-        collections.push((db.collection(name)?.config().state_preset, db.collection(name)?));
+        let c = db.collection(name)?;
+        collections.push((c.config().state_preset, c));
     } else {
         let (Some(corpus), Some(embedder)) = (&a.corpus, &a.embedder) else {
             return Err("give --corpus and --embedder, or --collection".into());
