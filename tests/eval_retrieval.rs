@@ -332,4 +332,26 @@ fn bad_arguments_are_refused() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // Reranking without a reranker is refused before the corpus is indexed.
+    common::write_small_pair(d);
+    std::fs::write(d.join("qrels.tsv"), "h\tx\ty\nq1\td1\t1\n").unwrap();
+    std::fs::write(d.join("c.jsonl"), "{\"_id\": \"d1\", \"text\": \"x\"}\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rwkvdb"))
+        .current_dir(d)
+        .args([
+            "eval",
+            "retrieval",
+            "--corpus",
+            "c.jsonl",
+            "--embedder",
+            "emb.pth",
+            "--queries",
+            "q.jsonl",
+            "--qrels",
+            "qrels.tsv",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs a reranker"), "{}", String::from_utf8_lossy(&o.stderr));
 }

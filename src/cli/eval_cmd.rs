@@ -8,7 +8,6 @@ use rwkvdb::eval::retrieval::{self, Agreement, ModeResult};
 use rwkvdb::{Collection, CollectionConfig, Database, OpenOptions, PrecomputedDocument, QueryOptions, Rerank};
 use serde::Serialize;
 
-use super::db_cmd::DbArg;
 use super::CliResult;
 
 #[derive(Subcommand)]
@@ -33,8 +32,9 @@ pub struct RetrievalArgs {
     /// ids must be the qrels' corpus ids).
     #[arg(long, conflicts_with_all = ["corpus", "preset"])]
     collection: Option<String>,
-    #[command(flatten)]
-    db: DbArg,
+    /// Database file of --collection.
+    #[arg(long, env = "RWKVDB_PATH", default_value = "rwkvdb.redb")]
+    db: PathBuf,
     /// Embedder checkpoint (with --corpus).
     #[arg(long, required_unless_present = "collection")]
     embedder: Option<PathBuf>,
@@ -127,8 +127,9 @@ fn retrieval_cmd(a: RetrievalArgs) -> CliResult {
     let _workdir;
     let db;
     let mut collections: Vec<(String, Collection)> = Vec::new();
+    let mut corpus_docs = Vec::new();
     if let Some(name) = &a.collection {
-        db = Database::open(&a.db.db, OpenOptions { create: false, ..OpenOptions::default() })?;
+        db = Database::open(&a.db, OpenOptions { create: false, ..OpenOptions::default() })?;
         let c = db.collection(name)?;
         collections.push((c.config().state_preset, c));
     } else {
@@ -145,8 +146,14 @@ fn retrieval_cmd(a: RetrievalArgs) -> CliResult {
             cfg.truncate = true;
             collections.push((preset.clone(), db.create_collection(&format!("eval-{preset}"), cfg)?));
         }
-        fill(&collections, &docs, quiet)?;
+        corpus_docs = docs;
     }
+    let reranks = modes.iter().any(|&m| m != Rerank::None);
+    if reranks && collections.iter().any(|(_, c)| c.config().reranker.is_none()) {
+        return Err("--rerank offline/online needs a reranker (give --reranker, or --rerank none)".into());
+    }
+    // Checked first: indexing the corpus is the long part.
+    fill(&collections, &corpus_docs, quiet)?;
     let documents = collections.first().map(|(_, c)| c.count()).transpose()?.unwrap_or(0);
 
     let mut results = Vec::new();
