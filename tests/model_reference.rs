@@ -31,6 +31,43 @@ fn embeddings_match_scalar_reference() {
 }
 
 #[test]
+fn layer_hidden_states_match_scalar_reference() {
+    let (emb, _) = small_pair();
+    let tok = Tokenizer::world();
+    let seqs: Vec<Vec<u32>> = TEXTS.iter().map(|t| tok.encode_with_eos(t)).collect();
+    // Chunks one token shorter than the first text: the pools must add up across chunk
+    // boundaries, including an EOS that lands alone in the last chunk.
+    let chunk_tokens = seqs[0].len() - 1;
+    let rt = small_runtime(&RuntimeOptions { chunk_tokens, ..RuntimeOptions::default() });
+    assert!(seqs.iter().any(|s| s.len() == 2) && seqs.iter().any(|s| s.len() > 2 * chunk_tokens));
+    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let layers = [3, 1, 4];
+    let got = rt.layer_pass(&layers).unwrap().pooled(&refs).unwrap();
+    for (s, per_layer) in seqs.iter().zip(&got) {
+        assert_eq!(per_layer.len(), layers.len());
+        for (&l, g) in layers.iter().zip(per_layer) {
+            let h = reference::hidden(&emb, s, l);
+            let text = s.len() - 1;
+            let c = h[0].len();
+            let mean: Vec<f32> =
+                (0..c).map(|j| (h[..text].iter().map(|r| r[j]).sum::<f64>() / text as f64) as f32).collect();
+            let as_f32 = |r: &Vec<f64>| r.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            for (name, got, want) in
+                [("mean", &g.mean, mean), ("last", &g.last, as_f32(&h[text - 1])), ("eos", &g.eos, as_f32(&h[text]))]
+            {
+                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let d = max_diff(got, &want);
+                assert!(d <= 1e-4 * scale.max(1.0), "layer {l} {name}: differs by {d} (scale {scale})");
+            }
+        }
+    }
+    // Layers outside the model and sequences without a text token are typed errors.
+    assert!(rt.layer_pass(&[0]).is_err() && rt.layer_pass(&[5]).is_err());
+    let pass = rt.layer_pass(&[1]).unwrap();
+    assert!(pass.pooled(&[&[65535]]).is_err());
+}
+
+#[test]
 fn online_and_offline_logits_match_scalar_reference() {
     let (emb, rr) = small_pair();
     let rt = small_runtime(&RuntimeOptions::default());

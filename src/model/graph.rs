@@ -9,12 +9,14 @@
 //!   in its single EOS token.
 //! - [`Tail::Rerank`]: the reranker blocks, each running the learned token from the WKV state of
 //!   its selected embedder layer, then `ln_out` and the tanh head.
+//! - [`Tail::Hidden`] ([`build_hidden`]): weighted sums over tokens of the residual stream after
+//!   chosen layers, for layer-wise sentence embeddings (`rwkvdb eval layers`).
 //!
 //! Inputs: `x`, `lengths` `[N]` (real tokens per row, >= 1), `last_index` `[N]` (`n*T + lengths[n]-1`),
 //! and for each layer `l`: `att_shift_l`, `ffn_shift_l` `[N, C]`, `wkv_l` `[N, H, 64, 64]`.
 //! Outputs: `att_shift_out_l`, `ffn_shift_out_l`, `wkv_out_l`, then `embedding` `[N, C]` or `logits` `[N]`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::onnx::{Attr, Dim, ElemType, Graph};
 use super::prepared::{block_prefix, Elem, Part, PreparedModel};
@@ -34,6 +36,8 @@ pub enum Tail {
     Embedding,
     /// The reranker logit from the WKV states.
     Rerank,
+    /// Pooled hidden states of chosen layers (see [`build_hidden`]).
+    Hidden,
 }
 
 /// `GroupNorm` epsilon of the time-mix output (`1e-5 * head_size_divisor^2` with divisor 8).
@@ -319,6 +323,13 @@ pub mod io {
     pub const EMBEDDING: &str = "embedding";
     /// The reranker logit output `[N]`.
     pub const LOGITS: &str = "logits";
+    /// Token weights of the hidden-state pools `[N, P, T]` ([`super::build_hidden`]).
+    pub const POOL_WEIGHTS: &str = "pool_weights";
+
+    /// Pooled residual stream after layer `l` (1-based) `[N, P, C]`.
+    pub fn pooled(l: usize) -> String {
+        format!("pooled_{l}")
+    }
 
     /// Time-mix token-shift input of layer `l`.
     pub fn att_shift(l: usize) -> String {
@@ -346,16 +357,6 @@ pub mod io {
     }
 }
 
-impl Tail {
-    /// Name of the graph output this tail produces.
-    pub fn output(self) -> &'static str {
-        match self {
-            Tail::Embedding => io::EMBEDDING,
-            Tail::Rerank => io::LOGITS,
-        }
-    }
-}
-
 /// An emitted graph: the `ModelProto` bytes, its weights referenced by offset into the
 /// prepared buffer (see [`super::onnx::EXTERNAL_LOCATION`]).
 pub struct GraphBytes {
@@ -367,6 +368,28 @@ pub struct GraphBytes {
 /// weights of `pm` by name. [`Tail::Rerank`] needs a reranker in `pm` and `layers` above its
 /// highest selected layer.
 pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes, ModelError> {
+    if tail == Tail::Hidden {
+        return Err(ModelError::Mismatch("the hidden-state graph is built by build_hidden".into()));
+    }
+    emit(pm, layers, tail, &[])
+}
+
+/// Builds the graph of the first `max(taps)` embedder blocks whose outputs, besides the states,
+/// are for each layer `l` in `taps` (1-based: the residual stream after block `l`, before any
+/// norm) the weighted sums `pooled_l[n, p] = sum_t pool_weights[n, p, t] * x_l[n, t]`. The
+/// caller chooses the weights per pool (a mean, a one-hot position), so sums over chunks add up.
+pub fn build_hidden(pm: &PreparedModel, taps: &[usize]) -> Result<GraphBytes, ModelError> {
+    let layers = pm.meta().config.layers;
+    match taps.iter().find(|&&l| l == 0 || l > layers) {
+        Some(l) => Err(ModelError::Mismatch(format!("layer {l} does not exist: the embedder has layers 1..={layers}"))),
+        None => {
+            let taps: Vec<usize> = taps.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+            emit(pm, taps.last().copied().unwrap_or(0), Tail::Hidden, &taps)
+        }
+    }
+}
+
+fn emit(pm: &PreparedModel, layers: usize, tail: Tail, taps: &[usize]) -> Result<GraphBytes, ModelError> {
     let meta = pm.meta();
     let (c, h) = (meta.config.width, meta.config.heads);
     let mut g = Graph::new();
@@ -388,6 +411,7 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
     let mut v_first: Option<String> = None;
     let mut wkv_out = Vec::new();
     let mut outs = Vec::new();
+    let mut residuals = Vec::new();
     for (l, (a_in, f_in, w_in)) in state_in.iter().enumerate() {
         let p = block_prefix(Part::Embedder, l);
         let (att, xa, wkv, vf) = b.time_mix(&p, &x, Some(a_in), w_in, Some(&lengths), v_first.as_deref())?;
@@ -399,6 +423,7 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
         let f_out = b.last_rows(&xb, &last_index);
         outs.push((a_out, f_out, wkv.clone()));
         wkv_out.push(wkv);
+        residuals.push(x.clone());
     }
 
     let tail_out = match tail {
@@ -443,7 +468,17 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
             let flat = b.g.ints("flat", &[-1]);
             b.op("Reshape", &[&t, &flat])
         }
+        Tail::Hidden => String::new(),
     };
+    let mut pooled = Vec::new();
+    if tail == Tail::Hidden {
+        let dims = [Dim::Named("batch"), Dim::Named("pools"), Dim::Named("tokens")];
+        let weights = b.g.input(io::POOL_WEIGHTS, ElemType::F32, &dims);
+        for &l in taps {
+            // [N, P, T] x [N, T, C] -> [N, P, C]
+            pooled.push((l, b.op("MatMul", &[&weights, &residuals[l - 1]])));
+        }
+    }
 
     for (l, (a, f, w)) in outs.iter().enumerate() {
         g.output(a, &io::att_shift_out(l), ElemType::F32, &row);
@@ -453,6 +488,12 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
     match tail {
         Tail::Embedding => g.output(&tail_out, io::EMBEDDING, ElemType::F32, &row),
         Tail::Rerank => g.output(&tail_out, io::LOGITS, ElemType::F32, &[Dim::Named("batch")]),
+        Tail::Hidden => {
+            let dims = [Dim::Named("batch"), Dim::Named("pools"), Dim::Fixed(c as i64)];
+            for (l, value) in &pooled {
+                g.output(value, &io::pooled(*l), ElemType::F32, &dims);
+            }
+        }
     }
     Ok(GraphBytes { bytes: g.into_model(17, &[DOMAIN, MS_DOMAIN]) })
 }

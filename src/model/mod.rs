@@ -17,7 +17,7 @@ pub(crate) mod wkv;
 
 pub use device::Device;
 pub use prepared::{Precision, PreparedMeta, PreparedModel};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{LayerPass, PooledHidden, Runtime, RuntimeOptions};
 pub use state::ModelState;
 pub use templates::{offline_document_text, offline_query_text, online_text, RERANK_INSTRUCTION};
 pub use weights::{EmbedderConfig, EmbedderWeights, RerankerWeights};

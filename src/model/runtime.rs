@@ -90,12 +90,29 @@ impl SessionPool {
     }
 }
 
-/// What one graph run returns for a row whose sequence finished in it.
+/// What the graph runs leave for one sequence: the tail's value once its sequence finished, or
+/// for the hidden tail the pooled sums, added up over chunks.
 enum TailValue {
     None,
     Vector(Vec<f32>),
     Scalar(f32),
+    Pooled(Vec<f32>),
 }
+
+/// A sentence's residual stream after one layer, pooled three ways (see
+/// [`LayerPass::pooled`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PooledHidden {
+    /// Mean over the text tokens (the final EOS excluded).
+    pub mean: Vec<f32>,
+    /// At the last text token.
+    pub last: Vec<f32>,
+    /// At the EOS token that ends the sequence.
+    pub eos: Vec<f32>,
+}
+
+/// Pools of the hidden tail, in `pool_weights` order: mean, last text token, EOS.
+const POOLS: usize = 3;
 
 /// A loaded embedder (and optionally its reranker) ready to run.
 pub struct Runtime {
@@ -107,6 +124,8 @@ pub struct Runtime {
     reranker_layers: Vec<usize>,
     chunk_tokens: usize,
     max_rows: usize,
+    /// Options the sessions were built with (for sessions built later: [`Self::layer_pass`]).
+    options: RuntimeOptions,
     /// The weights every session reads (declared last: dropped after the sessions).
     prepared: Arc<PreparedModel>,
 }
@@ -158,6 +177,7 @@ impl Runtime {
             reranker_layers,
             chunk_tokens: opts.chunk_tokens.max(1),
             max_rows: opts.max_rows.max(1),
+            options: opts.clone(),
             prepared,
         })
     }
@@ -283,7 +303,8 @@ impl Runtime {
         }
         let states: Vec<ModelState> =
             seqs.iter().map(|_| ModelState::zeros(self.config.layers, self.config.width)).collect();
-        let (_, tails) = self.run(&self.embed, self.config.layers, Tail::Embedding, false, states, seqs)?;
+        let pass = Pass { layers: self.config.layers, tail: Tail::Embedding, keep_states: false, taps: &[] };
+        let (_, tails) = self.run(&self.embed, &pass, states, seqs)?;
         Ok(tails
             .into_iter()
             .map(|t| match t {
@@ -316,7 +337,8 @@ impl Runtime {
                 run_seqs.push(*s);
             }
         }
-        let (done, _) = self.run(pool, self.score_layers, Tail::Rerank, true, run_states, &run_seqs)?;
+        let pass = Pass { layers: self.score_layers, tail: Tail::Rerank, keep_states: true, taps: &[] };
+        let (done, _) = self.run(pool, &pass, run_states, &run_seqs)?;
         let mut out: Vec<Option<ModelState>> = (0..seqs.len()).map(|_| None).collect();
         for (i, st) in keep {
             out[i] = Some(st);
@@ -353,7 +375,8 @@ impl Runtime {
         self.check_tokens(queries)?;
         let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
         self.check_states(&states, queries.len())?;
-        let (_, tails) = self.run(pool, self.score_layers, Tail::Rerank, false, states, queries)?;
+        let pass = Pass { layers: self.score_layers, tail: Tail::Rerank, keep_states: false, taps: &[] };
+        let (_, tails) = self.run(pool, &pass, states, queries)?;
         Ok(tails
             .into_iter()
             .map(|t| match t {
@@ -369,13 +392,22 @@ impl Runtime {
         self.resume_and_score(states, seqs)
     }
 
+    /// A pass that pools the hidden states of `layers` (1-based: the residual stream after
+    /// those blocks), for layer-wise sentence embeddings (`rwkvdb eval layers`). It builds its
+    /// own graph over the same weights and operators (an evaluation tool, not a hot path).
+    pub fn layer_pass(&self, layers: &[usize]) -> Result<LayerPass<'_>, ModelError> {
+        let g = graph::build_hidden(&self.prepared, layers)?;
+        let (_, env) = ort_env::ensure_loaded(self.options.ort_library.as_deref())?;
+        let packed = ort::session::builder::PrepackedWeights::new();
+        let pool = Self::pool(&env, &g, &self.prepared, &self.options, 1, &packed)?;
+        Ok(LayerPass { rt: self, pool, layers: layers.to_vec() })
+    }
+
     /// Runs `seqs` (with their starting `states`) through one graph in length-sorted batches.
     fn run(
         &self,
         pool: &SessionPool,
-        layers: usize,
-        tail: Tail,
-        keep_states: bool,
+        pass: &Pass,
         mut states: Vec<ModelState>,
         seqs: &[&[u32]],
     ) -> Result<(Vec<ModelState>, Vec<TailValue>), ModelError> {
@@ -396,9 +428,7 @@ impl Runtime {
                 end += 1;
             }
             let batch = &order[start..end];
-            pool.with(|session| {
-                self.run_batch(session, BatchJob { layers, tail, keep_states, batch }, &mut states, seqs, &mut tails)
-            })?;
+            pool.with(|session| self.run_batch(session, pass, batch, &mut states, seqs, &mut tails))?;
             start = end;
         }
         Ok((states, tails))
@@ -407,12 +437,13 @@ impl Runtime {
     fn run_batch(
         &self,
         session: &mut Session,
-        job: BatchJob,
+        pass: &Pass,
+        batch: &[usize],
         states: &mut [ModelState],
         seqs: &[&[u32]],
         tails: &mut [TailValue],
     ) -> Result<(), ModelError> {
-        let BatchJob { layers, tail, keep_states, batch } = job;
+        let &Pass { layers, tail, keep_states, taps } = pass;
         let c = self.config.width;
         let wkv_len = c * HEAD_SIZE;
         let emb_table = ArrayView2::from_shape((self.config.vocab, c), self.prepared.f32s("emb")?)
@@ -444,6 +475,14 @@ impl Runtime {
             inputs.push((io::X.into(), Tensor::from_array(x).map_err(ort_err("x"))?.into()));
             inputs.push((io::LENGTHS.into(), Tensor::from_array(lengths.clone()).map_err(ort_err("lengths"))?.into()));
             inputs.push((io::LAST_INDEX.into(), Tensor::from_array(last_index).map_err(ort_err("last_index"))?.into()));
+            if tail == Tail::Hidden {
+                let weights =
+                    pool_weights(&active.iter().map(|&i| (pos[i], seqs[batch[i]].len())).collect::<Vec<_>>(), t);
+                inputs.push((
+                    io::POOL_WEIGHTS.into(),
+                    Tensor::from_array(weights).map_err(ort_err("pool_weights"))?.into(),
+                ));
+            }
             for l in 0..layers {
                 let mut a = Array2::<f32>::zeros((n, c));
                 let mut f = Array2::<f32>::zeros((n, c));
@@ -485,18 +524,76 @@ impl Runtime {
                     copy_row(&w, row, sw)?;
                 }
             }
-            let tail_out = get(tail.output())?;
+            if tail == Tail::Hidden {
+                // Every chunk adds its part of each pool.
+                let width = POOLS * c;
+                for (j, &l) in taps.iter().enumerate() {
+                    let out = get(&io::pooled(l))?;
+                    for (row, &i) in active.iter().enumerate() {
+                        let slot = &mut tails[batch[i]];
+                        if !matches!(slot, TailValue::Pooled(_)) {
+                            *slot = TailValue::Pooled(vec![0.0; taps.len() * width]);
+                        }
+                        if let TailValue::Pooled(sums) = slot {
+                            let part = out.index_axis(Axis(0), row);
+                            sums[j * width..(j + 1) * width].iter_mut().zip(part.iter()).for_each(|(s, v)| *s += v);
+                        }
+                    }
+                }
+            }
+            let tail_out = match tail {
+                Tail::Embedding => Some(get(io::EMBEDDING)?),
+                Tail::Rerank => Some(get(io::LOGITS)?),
+                Tail::Hidden => None,
+            };
             for (row, &i) in active.iter().enumerate() {
                 pos[i] += lengths[row] as usize;
-                if pos[i] == seqs[batch[i]].len() {
-                    let v = tail_out.index_axis(Axis(0), row);
+                if let (Some(out), true) = (&tail_out, pos[i] == seqs[batch[i]].len()) {
+                    let v = out.index_axis(Axis(0), row);
                     tails[batch[i]] = match tail {
                         Tail::Rerank => TailValue::Scalar(v.iter().next().copied().unwrap_or(f32::NAN)),
-                        Tail::Embedding => TailValue::Vector(v.iter().copied().collect()),
+                        _ => TailValue::Vector(v.iter().copied().collect()),
                     };
                 }
             }
         }
+    }
+}
+
+/// A graph pooling the hidden states of chosen layers, from [`Runtime::layer_pass`].
+pub struct LayerPass<'r> {
+    rt: &'r Runtime,
+    pool: SessionPool,
+    layers: Vec<usize>,
+}
+
+impl LayerPass<'_> {
+    /// For each sequence (its text tokens, at least one, then one EOS) and each layer of the
+    /// pass, in the order given, the residual stream after that layer pooled as [`PooledHidden`].
+    pub fn pooled(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<PooledHidden>>, ModelError> {
+        let rt = self.rt;
+        rt.check_tokens(seqs)?;
+        if seqs.iter().any(|s| s.len() < 2 || s.last() != Some(&EOS_TOKEN)) {
+            return Err(ModelError::EosPlacement);
+        }
+        let depth = self.layers.iter().copied().max().unwrap_or(0);
+        let states = seqs.iter().map(|_| ModelState::zeros(depth, rt.config.width)).collect();
+        let pass = Pass { layers: depth, tail: Tail::Hidden, keep_states: false, taps: &self.layers };
+        let (_, tails) = rt.run(&self.pool, &pass, states, seqs)?;
+        let c = rt.config.width;
+        Ok(tails
+            .into_iter()
+            .map(|t| {
+                let TailValue::Pooled(sums) = t else { return Vec::new() };
+                sums.chunks_exact(POOLS * c)
+                    .map(|p| PooledHidden {
+                        mean: p[..c].to_vec(),
+                        last: p[c..2 * c].to_vec(),
+                        eos: p[2 * c..].to_vec(),
+                    })
+                    .collect()
+            })
+            .collect())
     }
 }
 
@@ -513,16 +610,39 @@ fn copy_row(out: &ArrayViewD<'_, f32>, row: usize, dst: &mut [f32]) -> Result<()
     Ok(())
 }
 
-/// What one batch run computes.
-struct BatchJob<'a> {
+/// What one pass over a set of sequences computes.
+struct Pass<'a> {
     /// Embedder layers in the graph.
     layers: usize,
     /// What the graph computes after the layers.
     tail: Tail,
     /// Whether the caller needs the final states.
     keep_states: bool,
-    /// Indices (into the caller's sequences) of this batch's rows.
-    batch: &'a [usize],
+    /// Layers whose pooled hidden states the graph outputs ([`Tail::Hidden`]).
+    taps: &'a [usize],
+}
+
+/// Token weights `[n, POOLS, t]` of one chunk for rows at `(position, sequence length)`: the
+/// text tokens (all but the final EOS) get `1/len` in the mean pool, the last text token and
+/// the EOS a one in theirs, so the chunks' sums add up to the pools.
+fn pool_weights(rows: &[(usize, usize)], t: usize) -> Array3<f32> {
+    let mut w = Array3::<f32>::zeros((rows.len(), POOLS, t));
+    for (row, &(start, len)) in rows.iter().enumerate() {
+        let text = len - 1;
+        for step in 0..t.min(len - start) {
+            let p = start + step;
+            if p < text {
+                w[[row, 0, step]] = 1.0 / text as f32;
+            }
+            if p + 1 == text {
+                w[[row, 1, step]] = 1.0;
+            }
+            if p == text {
+                w[[row, 2, step]] = 1.0;
+            }
+        }
+    }
+    w
 }
 
 /// Checks that a reranker fits its embedder.

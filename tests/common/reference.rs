@@ -172,13 +172,13 @@ fn layers(sd: &StateDict, prefix: &str) -> usize {
     (0..usize::MAX).take_while(|i| sd.get(&format!("{prefix}blocks.{i}.ln1.weight")).is_some()).count()
 }
 
-/// Runs `tokens` through the embedder from `state`; returns `ln_out(x)` of every token.
-pub fn forward(emb: &StateDict, tokens: &[u32], state: &mut RefState) -> Vec<Vec<f64>> {
+/// Runs `tokens` through the embedder blocks of `state` (its layer count) from `state`;
+/// returns the residual stream `x` after the last of them, for every token.
+pub fn residuals(emb: &StateDict, tokens: &[u32], state: &mut RefState) -> Vec<Vec<f64>> {
     let w = W { sd: emb, p: "rwkv.".into() };
     let c = width(emb);
     let table = w.v("emb.weight");
     let (ln0w, ln0b) = (w.v("blocks.0.ln0.weight"), w.v("blocks.0.ln0.bias"));
-    let (low, lob) = (w.v("ln_out.weight"), w.v("ln_out.bias"));
     let mut outs = Vec::new();
     for &t in tokens {
         let row = &table[t as usize * c..(t as usize + 1) * c];
@@ -187,9 +187,22 @@ pub fn forward(emb: &StateDict, tokens: &[u32], state: &mut RefState) -> Vec<Vec
         for l in 0..state.wkv.len() {
             block(&w, l, &mut x, &mut state.shift[l], &mut state.wkv[l], &mut v_first);
         }
-        outs.push(layer_norm(&x, &low, &lob, 1e-5));
+        outs.push(x);
     }
     outs
+}
+
+/// Runs `tokens` through the embedder from `state`; returns `ln_out(x)` of every token.
+pub fn forward(emb: &StateDict, tokens: &[u32], state: &mut RefState) -> Vec<Vec<f64>> {
+    let w = W { sd: emb, p: "rwkv.".into() };
+    let (low, lob) = (w.v("ln_out.weight"), w.v("ln_out.bias"));
+    residuals(emb, tokens, state).iter().map(|x| layer_norm(x, &low, &lob, 1e-5)).collect()
+}
+
+/// The hidden state after block `layer` (1-based; the residual stream, no norm) of every token
+/// of `tokens`, from the zero state.
+pub fn hidden(emb: &StateDict, tokens: &[u32], layer: usize) -> Vec<Vec<f64>> {
+    residuals(emb, tokens, &mut RefState::zeros(layer, width(emb)))
 }
 
 /// The official embedding: `retr_head(mean` of `ln_out` hidden states at EOS positions).
