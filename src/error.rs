@@ -16,7 +16,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A model checkpoint could not be loaded or has the wrong shape.
-    #[error("{path}: {source}")]
+    #[error("{}", model_file_message(path, source))]
     ModelFile {
         /// The checkpoint file.
         path: PathBuf,
@@ -119,3 +119,11 @@ impl Error {
 
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `path: problem`, naming the path once when the problem is an I/O error that names it.
+fn model_file_message(path: &std::path::Path, source: &crate::checkpoint::CheckpointError) -> String {
+    match source {
+        crate::checkpoint::CheckpointError::Io { path: p, .. } if p == path => source.to_string(),
+        _ => format!("{}: {source}", path.display()),
+    }
+}

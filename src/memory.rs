@@ -11,3 +11,10 @@ pub fn peak_rss_mb() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// Resets the peak resident set size to the current one (Linux: `5` to `/proc/self/clear_refs`),
+/// so a later [`peak_rss_mb`] measures one stretch of work. Elsewhere the peak stays the
+/// process's peak so far.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}

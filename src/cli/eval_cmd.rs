@@ -1,4 +1,5 @@
-//! `rwkvdb eval`: ranking quality on BEIR-format data (docs/evaluation.md).
+//! `rwkvdb eval`: ranking quality on BEIR-format data, and layer-wise sentence embeddings
+//! ([`super::eval_layers`]); docs/evaluation.md.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,10 @@ pub enum EvalCommand {
     /// Ranking quality of each rerank mode (and state preset) on BEIR-format data: nDCG@10,
     /// Recall@10/@100, MRR@10, MAP@100, latency, and how offline and online rerank agree.
     Retrieval(RetrievalArgs),
+    /// Layer-wise zero-shot sentence embeddings on labelled pairs (MRPC, STS-B): Spearman
+    /// correlation per layer and pooling, against the trained retrieval embedding and a GloVe
+    /// average; time and memory per method; an SVG plot.
+    Layers(super::eval_layers::LayersArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +92,7 @@ struct Report {
 pub fn run(cmd: EvalCommand) -> CliResult {
     match cmd {
         EvalCommand::Retrieval(a) => retrieval_cmd(a),
+        EvalCommand::Layers(a) => super::eval_layers::run(a),
     }
 }
 

@@ -5,6 +5,7 @@ mod bench_cmd;
 mod db_cmd;
 mod demo;
 mod eval_cmd;
+mod eval_layers;
 mod model_bench;
 mod model_cmd;
 mod remote;
@@ -131,7 +132,8 @@ enum Command {
     },
     /// Serve the database over HTTP/JSON (docs/api.md) to other processes and languages.
     Serve(serve::ServeArgs),
-    /// Evaluate ranking quality (BEIR-format data) per rerank mode and state preset.
+    /// Evaluate ranking quality (BEIR-format data) per rerank mode and state preset, and
+    /// layer-wise sentence embeddings on labelled pairs.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
     /// Inspect, synthesise and evaluate model checkpoints.

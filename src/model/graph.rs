@@ -380,13 +380,11 @@ pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes
 /// caller chooses the weights per pool (a mean, a one-hot position), so sums over chunks add up.
 pub fn build_hidden(pm: &PreparedModel, taps: &[usize]) -> Result<GraphBytes, ModelError> {
     let layers = pm.meta().config.layers;
-    match taps.iter().find(|&&l| l == 0 || l > layers) {
-        Some(l) => Err(ModelError::Mismatch(format!("layer {l} does not exist: the embedder has layers 1..={layers}"))),
-        None => {
-            let taps: Vec<usize> = taps.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
-            emit(pm, taps.last().copied().unwrap_or(0), Tail::Hidden, &taps)
-        }
+    if let Some(l) = taps.iter().find(|&&l| l == 0 || l > layers) {
+        return Err(ModelError::Mismatch(format!("layer {l} does not exist: the embedder has layers 1..={layers}")));
     }
+    let taps: Vec<usize> = taps.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    emit(pm, taps.last().copied().unwrap_or(0), Tail::Hidden, &taps)
 }
 
 fn emit(pm: &PreparedModel, layers: usize, tail: Tail, taps: &[usize]) -> Result<GraphBytes, ModelError> {
