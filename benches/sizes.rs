@@ -174,7 +174,7 @@ fn main() {
                 f("query_p50_ms_100_candidates"),
             );
             rows.push(json!({
-                "size": s.name, "layers": s.layers, "width": s.width, "precision": precision,
+                "size": s.name, "layers": s.layers, "width": s.width, "precision": precision, "cpu_flags": flags,
                 "cold_start_s": cold, "peak_rss_mb": report["peak_rss_mb"], "peak_rss_mb_at_first_embedding": report["ready_peak_rss_mb"], "weight_bytes": report["weight_bytes"],
                 "embed_tokens_per_s": {"batch32x128": report["embed_tokens_per_s_32x128"], "batch64x16": report["embed_tokens_per_s_64x16"]},
                 "offline_pairs_per_s": report["offline_pairs_per_s"],

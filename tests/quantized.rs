@@ -73,3 +73,31 @@ fn int8_results_do_not_depend_on_batch_companions() {
     let diff = common::max_diff(&alone, &together);
     assert!(diff <= 1e-5, "int8 embedding changed by {diff} with batch companions");
 }
+
+/// Quantized matrices mapped from the weight cache have their pages dropped once ONNX Runtime
+/// has packed them (`PreparedModel::release_packed_sources`); results stay those of the same
+/// weights held in memory, for the embedding and for the score sessions created later.
+#[test]
+fn released_cache_pages_leave_results_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (emb, rr) = common::write_small_pair(tmp.path());
+    let tok = Tokenizer::world();
+    let texts = ["first document about rivers", "second one, about mountains and snow"];
+    let seqs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode_with_eos(t)).collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let cache = weight_cache::CacheDir::At(tmp.path().join("cache"));
+    for p in [Precision::Int8, Precision::Int4] {
+        let outputs = |dir: &weight_cache::CacheDir| {
+            let (pm, _) = weight_cache::load(dir, &emb, Some(&rr), p).unwrap();
+            let rt = Runtime::from_prepared(std::sync::Arc::new(pm), &RuntimeOptions::default()).unwrap();
+            let e = rt.embed(&refs).unwrap();
+            (e, rt.online_scores(&refs).unwrap())
+        };
+        let in_memory = outputs(&weight_cache::CacheDir::Off);
+        outputs(&cache); // builds the cache file
+        let (pm, from) = weight_cache::load(&cache, &emb, Some(&rr), p).unwrap();
+        assert!(matches!(from, weight_cache::LoadedFrom::Cache(_)), "{p}: {from:?}");
+        drop(pm);
+        assert_eq!(outputs(&cache), in_memory, "{p}");
+    }
+}

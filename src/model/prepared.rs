@@ -25,7 +25,7 @@ use super::ModelError;
 /// First bytes of a prepared-weights file.
 pub const MAGIC: &[u8; 8] = b"RWKVDBPW";
 /// Version of the layout and of the naming below; a different version is rebuilt, never read.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Alignment of the data section (a page), so a mapped file gives aligned tensors.
 pub const DATA_ALIGN: usize = 4096;
 /// Alignment of each tensor inside the data section.
@@ -194,7 +194,10 @@ struct Source<'a> {
     matrix: Option<(usize, usize)>,
 }
 
-fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, c: usize, ffn: usize) {
+/// Lays out one block's tensors; its six large matrices are marked for quantization when
+/// `quantize` (the reranker's blocks are not: they run one token per candidate, so they cost
+/// almost nothing, and in f32 they halve the int8 logit error, docs/performance.md).
+fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, c: usize, ffn: usize, quantize: bool) {
     let mut vec = |name: &str, data: &'a [f32]| {
         out.push(Source { name: format!("{prefix}{name}"), dims: vec![data.len()], data, matrix: None });
     };
@@ -231,7 +234,8 @@ fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, 
         lora("v2", &v.2, v.2.len() / c);
     }
     let mut matrix = |name: &str, data: &'a [f32], k: usize, n: usize| {
-        out.push(Source { name: format!("{prefix}{name}"), dims: vec![k, n], data, matrix: Some((k, n)) });
+        let matrix = quantize.then_some((k, n));
+        out.push(Source { name: format!("{prefix}{name}"), dims: vec![k, n], data, matrix });
     };
     for (name, m) in ["att.r", "att.k", "att.v", "att.o"].iter().zip(&b.rkvo) {
         matrix(name, m, c, c);
@@ -246,7 +250,7 @@ fn sources<'a>(emb: &'a EmbedderWeights, rr: Option<&'a RerankerWeights>) -> Vec
     let c = cfg.width;
     let mut out = vec![Source { name: "emb".into(), dims: vec![cfg.vocab, c], data: &emb.emb, matrix: None }];
     for (l, b) in emb.blocks.iter().enumerate() {
-        push_block(&mut out, &block_prefix(Part::Embedder, l), b, c, cfg.ffn);
+        push_block(&mut out, &block_prefix(Part::Embedder, l), b, c, cfg.ffn, true);
     }
     let mut plain = |name: &str, dims: Vec<usize>, data: &'a [f32]| {
         out.push(Source { name: name.into(), dims, data, matrix: None });
@@ -266,7 +270,7 @@ fn sources<'a>(emb: &'a EmbedderWeights, rr: Option<&'a RerankerWeights>) -> Vec
         plain("rr.head.w2", vec![c, 1], &r.head.2);
         let ffn = r.blocks.first().map_or(0, |b| b.ffn_key.len() / c);
         for (i, b) in r.blocks.iter().enumerate() {
-            push_block(&mut out, &block_prefix(Part::Reranker, i), b, c, ffn);
+            push_block(&mut out, &block_prefix(Part::Reranker, i), b, c, ffn, false);
         }
     }
     out
@@ -466,6 +470,23 @@ impl PreparedModel {
     #[must_use]
     pub fn buffer(&self) -> &[u8] {
         self.bytes()
+    }
+
+    /// Drops this process's resident pages of the quantized matrices when they are mapped from
+    /// the cache file. ONNX Runtime packs those matrices into its own layout when a session is
+    /// created and computes from the packed copy; without this the process would hold both.
+    /// Correct whatever reads them later: a dropped page of a file mapping is read back from
+    /// the (unchanged) file on access.
+    pub fn release_packed_sources(&self) {
+        let Backing::File(map) = &self.backing else { return };
+        for t in self.meta.tensors.iter().filter(|t| t.quant.is_some()) {
+            // SAFETY: a read-only shared mapping of a file that is never modified after it is
+            // renamed into place (see `open`): MADV_DONTNEED only drops page-table entries, and
+            // the next access maps the same bytes from the page cache or the file again.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.data_start + t.offset, t.len)
+            };
+        }
     }
 
     /// An f32 tensor's values.

@@ -12,10 +12,10 @@
 //! its own length and the token-shift outputs are read at each row's last real token, so a
 //! sequence's result does not depend on what it was batched with.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewD, Axis};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::Session;
 use ort::value::Tensor;
 use parking_lot::{Condvar, Mutex};
@@ -118,7 +118,14 @@ const POOLS: usize = 3;
 pub struct Runtime {
     config: EmbedderConfig,
     embed: SessionPool,
-    score: Option<SessionPool>,
+    /// The score graph (with a reranker); its sessions are created at the first rerank or
+    /// state computation, so commands that only embed never pay for them.
+    score_graph: Option<GraphBytes>,
+    score: OnceLock<SessionPool>,
+    /// Serialises the creation of the score sessions.
+    score_init: Mutex<()>,
+    /// The prepacked-weights container every session of this runtime shares.
+    packed: PrepackedWeights,
     /// Embedder layers the score graph runs (`max(selected) + 1`).
     score_layers: usize,
     reranker_layers: Vec<usize>,
@@ -149,21 +156,22 @@ impl Runtime {
         Self::from_prepared(Arc::new(prepared), opts)
     }
 
-    /// Builds the graphs over prepared weights and commits their sessions. Both sessions read
-    /// the weights in place: ONNX Runtime gets them as external initializers.
+    /// Builds the graphs over prepared weights and commits the embedding sessions (the score
+    /// sessions follow at first use). Every session reads the weights in place: ONNX Runtime
+    /// gets them as external initializers.
     pub fn from_prepared(prepared: Arc<PreparedModel>, opts: &RuntimeOptions) -> Result<Self, ModelError> {
         let (_, env) = ort_env::ensure_loaded(opts.ort_library.as_deref())?;
         let meta = prepared.meta();
         let cfg = meta.config.clone();
         let sessions = opts.sessions.max(1);
         let embed_graph = graph::build(&prepared, cfg.layers, Tail::Embedding)?;
-        let packed = ort::session::builder::PrepackedWeights::new();
+        let packed = PrepackedWeights::new();
         let embed = Self::pool(&env, &embed_graph, &prepared, opts, sessions, &packed)?;
-        let (score, score_layers, reranker_layers) = match &meta.reranker_layers {
+        // The score graph is emitted now (milliseconds; a weight it cannot find fails at load).
+        let (score_graph, score_layers, reranker_layers) = match &meta.reranker_layers {
             Some(idx) => {
                 let layers = idx.iter().copied().max().unwrap_or(0) + 1;
-                let g = graph::build(&prepared, layers, Tail::Rerank)?;
-                (Some(Self::pool(&env, &g, &prepared, opts, sessions, &packed)?), layers, idx.clone())
+                (Some(graph::build(&prepared, layers, Tail::Rerank)?), layers, idx.clone())
             }
             None => (None, 0, Vec::new()),
         };
@@ -172,7 +180,10 @@ impl Runtime {
         Ok(Self {
             config: cfg,
             embed,
-            score,
+            score_graph,
+            score: OnceLock::new(),
+            score_init: Mutex::new(()),
+            packed,
             score_layers,
             reranker_layers,
             chunk_tokens: opts.chunk_tokens.max(1),
@@ -188,7 +199,7 @@ impl Runtime {
         prepared: &PreparedModel,
         opts: &RuntimeOptions,
         n: usize,
-        packed: &ort::session::builder::PrepackedWeights,
+        packed: &PrepackedWeights,
     ) -> Result<SessionPool, ModelError> {
         let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
@@ -246,7 +257,23 @@ impl Runtime {
             };
             sessions.push(session);
         }
+        prepared.release_packed_sources();
         Ok(SessionPool { idle: Mutex::new(sessions), ready: Condvar::new() })
+    }
+
+    /// The score sessions, created on first use.
+    fn score_pool(&self) -> Result<&SessionPool, ModelError> {
+        let graph = self.score_graph.as_ref().ok_or(ModelError::NoReranker)?;
+        if let Some(pool) = self.score.get() {
+            return Ok(pool);
+        }
+        let _one = self.score_init.lock();
+        if let Some(pool) = self.score.get() {
+            return Ok(pool);
+        }
+        let (_, env) = ort_env::ensure_loaded(self.options.ort_library.as_deref())?;
+        let pool = Self::pool(&env, graph, &self.prepared, &self.options, self.options.sessions.max(1), &self.packed)?;
+        Ok(self.score.get_or_init(|| pool))
     }
 
     /// The prepared weights this runtime reads.
@@ -266,7 +293,7 @@ impl Runtime {
 
     /// Whether a reranker is loaded.
     pub fn has_reranker(&self) -> bool {
-        self.score.is_some()
+        self.score_graph.is_some()
     }
 
     /// Embedder layers an offline rerank state must hold (`max(selected) + 1`); 0 without reranker.
@@ -324,7 +351,7 @@ impl Runtime {
     /// Continues each state with its tokens and returns the new states. An empty token list
     /// returns its state unchanged.
     pub fn resume_states(&self, states: Vec<ModelState>, seqs: &[&[u32]]) -> Result<Vec<ModelState>, ModelError> {
-        let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
+        let pool = self.score_pool()?;
         self.check_states(&states, seqs.len())?;
         let nonempty: Vec<&[u32]> = seqs.iter().copied().filter(|s| !s.is_empty()).collect();
         self.check_tokens(&nonempty)?;
@@ -373,7 +400,7 @@ impl Runtime {
     /// Resumes each state with its query tokens (ending in EOS) and returns the reranker logits.
     pub fn resume_and_score(&self, states: Vec<ModelState>, queries: &[&[u32]]) -> Result<Vec<f32>, ModelError> {
         self.check_tokens(queries)?;
-        let pool = self.score.as_ref().ok_or(ModelError::NoReranker)?;
+        let pool = self.score_pool()?;
         self.check_states(&states, queries.len())?;
         let pass = Pass { layers: self.score_layers, tail: Tail::Rerank, keep_states: false, taps: &[] };
         let (_, tails) = self.run(pool, &pass, states, queries)?;
@@ -398,8 +425,7 @@ impl Runtime {
     pub fn layer_pass(&self, layers: &[usize]) -> Result<LayerPass<'_>, ModelError> {
         let g = graph::build_hidden(&self.prepared, layers)?;
         let (_, env) = ort_env::ensure_loaded(self.options.ort_library.as_deref())?;
-        let packed = ort::session::builder::PrepackedWeights::new();
-        let pool = Self::pool(&env, &g, &self.prepared, &self.options, 1, &packed)?;
+        let pool = Self::pool(&env, &g, &self.prepared, &self.options, 1, &self.packed)?;
         Ok(LayerPass { rt: self, pool, layers: layers.to_vec() })
     }
 
