@@ -126,8 +126,14 @@ pub fn run(a: LayersArgs) -> CliResult {
     let (prepared, _) = weight_cache::load(&opts.cache, &a.embedder, None, a.precision.into())?;
     let rt = Runtime::from_prepared(Arc::new(prepared), &opts)?;
     let model_layers = rt.config().layers;
-    let chosen: Vec<usize> =
+    let asked: Vec<usize> =
         if a.layers.is_empty() { (1..=model_layers).step_by(2).collect() } else { a.layers.clone() };
+    let mut chosen: Vec<usize> = Vec::new();
+    for l in asked {
+        if !chosen.contains(&l) {
+            chosen.push(l);
+        }
+    }
     if let Some(&l) = chosen.iter().find(|&&l| l == 0 || l > model_layers) {
         return Err(format!("--layers: layer {l} does not exist (the model has layers 1..={model_layers})").into());
     }

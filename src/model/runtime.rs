@@ -5,7 +5,8 @@
 //! - *embed*: all embedder layers + retrieval head;
 //! - *score*: embedder layers `0..=max(selected)` + the reranker. It also yields the states of
 //!   those layers, which is all an offline rerank ever needs, so indexing a document's rerank
-//!   state runs this graph too.
+//!   state runs this graph too. Its sessions are created at first use.
+//! - *hidden* (on request, [`Runtime::layer_pass`]): pooled hidden states of chosen layers.
 //!
 //! Sequences are grouped by length, right-padded inside a batch and run in chunks of at most
 //! `chunk_tokens` steps with the state carried between chunks. The WKV operator stops each row at
