@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use rwkvdb::checkpoint::{pth, synth, StoredDType};
+use rwkvdb::checkpoint::{synth, StoredDType};
 use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions, QueryOptions, Rerank};
 use serde_json::{json, Value};
 
@@ -64,8 +64,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let (emb, rr) = (dir.join("emb.pth"), dir.join("rr.pth"));
     let cfg = synth::SynthConfig { layers: 4, width: 256, reranker_layers: vec![1, 2], ..Default::default() };
-    pth::write(&emb, &synth::synth_embedder(&cfg), StoredDType::F32).unwrap();
-    pth::write(&rr, &synth::synth_reranker(&cfg), StoredDType::F32).unwrap();
+    synth::write_pair(&cfg, &emb, &rr, StoredDType::F32).unwrap();
 
     let corpus: Vec<String> = std::fs::read_to_string(root.join("docs/demo/corpus.jsonl"))
         .unwrap()

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use rwkvdb::checkpoint::{self, synth, StoredDType};
+use rwkvdb::checkpoint::{synth, StoredDType};
 use rwkvdb::model::templates::OFFLINE_DOCUMENT_PREFIX;
 use rwkvdb::model::{offline_document_text, Runtime};
 use rwkvdb::tokenizer::Tokenizer;
@@ -58,12 +58,9 @@ fn tokens_of(texts: &[String], prefix_len: usize) -> usize {
 fn main() {
     let dir = std::env::temp_dir().join("rwkvdb-insert-path");
     std::fs::create_dir_all(&dir).expect("dir");
-    let cfg =
-        synth::SynthConfig { layers: 12, width: 768, reranker_layers: vec![1, 6, 10], seed: 1, ..Default::default() };
     let (emb, rr) = (dir.join("emb.pth"), dir.join("rr.pth"));
     if !emb.exists() || !rr.exists() {
-        checkpoint::pth::write(&emb, &synth::synth_embedder(&cfg), StoredDType::F32).expect("write");
-        checkpoint::pth::write(&rr, &synth::synth_reranker(&cfg), StoredDType::F32).expect("write");
+        synth::write_pair(&synth::SynthConfig::bench_0_1b(), &emb, &rr, StoredDType::F32).expect("write");
     }
     let path = dir.join("insert.redb");
     let _ = std::fs::remove_file(&path);

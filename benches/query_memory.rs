@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use rwkvdb::checkpoint::{self, synth, StoredDType};
+use rwkvdb::checkpoint::{synth, StoredDType};
 use rwkvdb::model::offline_document_text;
 use rwkvdb::tokenizer::Tokenizer;
 use rwkvdb::{CollectionConfig, Database, OpenOptions, PrecomputedDocument, QueryOptions, Rerank};
@@ -23,11 +23,8 @@ fn status_kb(field: &str) -> u64 {
 fn main() {
     let dir = std::env::temp_dir().join("rwkvdb-query-memory");
     std::fs::create_dir_all(&dir).expect("dir");
-    let cfg =
-        synth::SynthConfig { layers: 12, width: 768, reranker_layers: vec![1, 6, 10], seed: 1, ..Default::default() };
     let (emb, rr) = (dir.join("emb.pth"), dir.join("rr.pth"));
-    checkpoint::pth::write(&emb, &synth::synth_embedder(&cfg), StoredDType::F32).expect("write");
-    checkpoint::pth::write(&rr, &synth::synth_reranker(&cfg), StoredDType::F32).expect("write");
+    synth::write_pair(&synth::SynthConfig::bench_0_1b(), &emb, &rr, StoredDType::F32).expect("write");
     let path = dir.join("q.redb");
     let _ = std::fs::remove_file(&path);
     let db = Database::open(&path, OpenOptions { durable: false, ..OpenOptions::default() }).expect("open");

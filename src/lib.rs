@@ -17,13 +17,12 @@
 //!
 //! ```
 //! use rwkvdb::{CollectionConfig, Database, NewDocument, OpenOptions, QueryOptions};
-//! # use rwkvdb::checkpoint::{self, synth, StoredDType};
+//! # use rwkvdb::checkpoint::{synth, StoredDType};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = std::env::temp_dir().join(format!("rwkvdb-doc-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir)?;
 //! # let cfg = synth::SynthConfig { layers: 2, width: 128, reranker_layers: vec![1], ..Default::default() };
-//! # checkpoint::pth::write(&dir.join("emb.pth"), &synth::synth_embedder(&cfg), StoredDType::F32)?;
-//! # checkpoint::pth::write(&dir.join("rr.pth"), &synth::synth_reranker(&cfg), StoredDType::F32)?;
+//! # synth::write_pair(&cfg, &dir.join("emb.pth"), &dir.join("rr.pth"), StoredDType::F32)?;
 //!
 //! let db = Database::open(dir.join("my.redb"), OpenOptions::default())?;
 //! let config = CollectionConfig::new(dir.join("emb.pth"), Some(dir.join("rr.pth")));

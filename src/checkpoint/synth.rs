@@ -5,7 +5,9 @@
 //! get small random values, so every path of the network carries signal, as in a trained model.
 //! The generator is a seeded `SplitMix64`: the same configuration gives bit-identical files.
 
-use super::{RawTensor, StateDict};
+use std::path::Path;
+
+use super::{CheckpointError, RawTensor, StateDict, StoredDType};
 
 /// Shape and seed of a synthetic model pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,13 @@ impl Default for SynthConfig {
 }
 
 impl SynthConfig {
+    /// The 0.1B shape the benchmarks use (`target/bench/emb-12x768.pth`): 12 layers x 768, the
+    /// reranker reading layers 1, 6 and 10, seed 1.
+    #[must_use]
+    pub fn bench_0_1b() -> Self {
+        Self { layers: 12, width: 768, reranker_layers: vec![1, 6, 10], seed: 1, ..Self::default() }
+    }
+
     /// Low-rank widths: given, or the reference's suggestions for this width.
     #[must_use]
     pub fn lora_dims(&self) -> (usize, usize, usize, usize) {
@@ -158,6 +167,17 @@ pub fn synth_embedder(cfg: &SynthConfig) -> StateDict {
         w.ln(&format!("head.{task}_head.norm"), c);
     }
     w.sd
+}
+
+/// Writes the embedder and the reranker of `cfg` as `.pth` files.
+pub fn write_pair(
+    cfg: &SynthConfig,
+    embedder: &Path,
+    reranker: &Path,
+    dtype: StoredDType,
+) -> Result<(), CheckpointError> {
+    super::pth::write(embedder, &synth_embedder(cfg), dtype)?;
+    super::pth::write(reranker, &synth_reranker(cfg), dtype)
 }
 
 /// The paired reranker (`reranker.*` + `reranker_layer_idx`); seeded differently from the embedder.

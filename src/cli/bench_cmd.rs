@@ -87,13 +87,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
         }
     } else {
         Plan {
-            synth: SynthConfig {
-                layers: 12,
-                width: 768,
-                reranker_layers: vec![1, 6, 10],
-                seed: 1,
-                ..SynthConfig::default()
-            },
+            synth: SynthConfig::bench_0_1b(),
             candidates: 50,
             doc_tokens: 256,
             doc_lengths: vec![(128, 50), (512, 50), (2048, 20), (4096, 10)],
@@ -108,8 +102,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     );
     if !embedder.exists() || !reranker.exists() {
         eprintln!("writing a synthetic {}x{} model to {}", s.layers, s.width, a.dir.display());
-        checkpoint::pth::write(&embedder, &checkpoint::synth::synth_embedder(s), StoredDType::F32)?;
-        checkpoint::pth::write(&reranker, &checkpoint::synth::synth_reranker(s), StoredDType::F32)?;
+        checkpoint::synth::write_pair(s, &embedder, &reranker, StoredDType::F32)?;
     }
     if let Some(n) = a.scale {
         return scale_run(&a, &embedder, n);

@@ -72,8 +72,7 @@ pub fn run(a: DemoArgs) -> CliResult {
                     seed: 7,
                     ..SynthConfig::default()
                 };
-                checkpoint::pth::write(&e, &checkpoint::synth::synth_embedder(&cfg), StoredDType::F32)?;
-                checkpoint::pth::write(&r, &checkpoint::synth::synth_reranker(&cfg), StoredDType::F32)?;
+                checkpoint::synth::write_pair(&cfg, &e, &r, StoredDType::F32)?;
             }
             (e, r, true)
         }

@@ -152,8 +152,7 @@ fn synth(a: SynthArgs) -> CliResult {
         DType::F16 => StoredDType::F16,
         DType::Bf16 => StoredDType::BF16,
     };
-    checkpoint::pth::write(&a.embedder, &checkpoint::synth::synth_embedder(&cfg), dtype)?;
-    checkpoint::pth::write(&a.reranker, &checkpoint::synth::synth_reranker(&cfg), dtype)?;
+    checkpoint::synth::write_pair(&cfg, &a.embedder, &a.reranker, dtype)?;
     println!(
         "wrote {} and {} ({} layers, width {}, reranker reads layers {:?})",
         a.embedder.display(),

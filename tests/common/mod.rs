@@ -3,8 +3,8 @@
 
 pub mod reference;
 
-use rwkvdb::checkpoint::synth::{synth_embedder, synth_reranker, SynthConfig};
-use rwkvdb::checkpoint::{self, StateDict, StoredDType};
+use rwkvdb::checkpoint::synth::{self, synth_embedder, synth_reranker, SynthConfig};
+use rwkvdb::checkpoint::{StateDict, StoredDType};
 use rwkvdb::model::{EmbedderWeights, RerankerWeights, Runtime, RuntimeOptions};
 
 /// A small synthetic pair: 4 layers, width 128, reranker reading layers 1 and 2.
@@ -31,10 +31,8 @@ pub fn small_runtime(opts: &RuntimeOptions) -> Runtime {
 
 /// Writes the small pair as `.pth` files into `dir` and returns their paths.
 pub fn write_small_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (e, r) = small_pair();
     let (pe, pr) = (dir.join("emb.pth"), dir.join("rr.pth"));
-    checkpoint::pth::write(&pe, &e, StoredDType::F32).unwrap();
-    checkpoint::pth::write(&pr, &r, StoredDType::F32).unwrap();
+    synth::write_pair(&small_config(), &pe, &pr, StoredDType::F32).unwrap();
     (pe, pr)
 }
 
