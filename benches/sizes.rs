@@ -135,7 +135,7 @@ fn main() {
     for s in SHAPES.iter().filter(|s| wanted.is_empty() || wanted.split(',').any(|w| w == s.name)) {
         let (e, r) = ensure_models(s);
         let mut reference: Option<(Vec<Vec<f32>>, Vec<f32>)> = None;
-        for precision in ["f32", "int8", "int4"] {
+        for precision in ["f32", "bf16", "int8", "int4"] {
             // First process: fills the weight cache (not timed). Second: the measured one.
             bench_process(&e, &r, precision, &["--load-only"]);
             let fid = root().join(format!("target/bench-models/fidelity-{}-{precision}.json", s.name));

@@ -45,7 +45,8 @@ fn quantized_precisions_stay_within_their_bounds() {
         (embs, logits)
     };
     let (e32, l32) = run(Precision::F32);
-    for (p, min_cos, max_sig) in [(Precision::Int8, 0.9995, 0.01), (Precision::Int4, 0.98, 0.1)] {
+    let bounds = [(Precision::Bf16, 0.99995, 0.002), (Precision::Int8, 0.9995, 0.01), (Precision::Int4, 0.98, 0.1)];
+    for (p, min_cos, max_sig) in bounds {
         let (e, l) = run(p);
         let worst_cos = e32.iter().zip(&e).map(|(a, b)| cos(a, b)).fold(1.0f32, f32::min);
         let worst_sig = l32.iter().zip(&l).map(|(a, b)| (sigmoid(*a) - sigmoid(*b)).abs()).fold(0.0f32, f32::max);

@@ -103,6 +103,8 @@ pub struct EvalArgs {
 pub enum PrecisionArg {
     /// Exact f32 weights.
     F32,
+    /// bf16 matrices: exact for bf16 checkpoints; fast with AMX-BF16, f32 speed elsewhere.
+    Bf16,
     /// 8-bit block-quantized matrices.
     Int8,
     /// 4-bit block-quantized matrices.
@@ -113,6 +115,7 @@ impl From<PrecisionArg> for Precision {
     fn from(p: PrecisionArg) -> Self {
         match p {
             PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
             PrecisionArg::Int8 => Precision::Int8,
             PrecisionArg::Int4 => Precision::Int4,
         }

@@ -18,8 +18,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::bf16::{self, MATMUL_BF16};
 use super::onnx::{Attr, Dim, ElemType, Graph};
-use super::prepared::{block_prefix, Elem, Part, PreparedModel};
+use super::prepared::{block_prefix, Elem, Part, PreparedModel, BF16_SUFFIX};
 use super::quant;
 use super::quant_ops::{DEQUANTIZE_ROWS, QUANTIZE_ROWS};
 use super::weights::HEAD_SIZE;
@@ -79,6 +80,7 @@ impl<'g> Builder<'g> {
                 Elem::F32 => ElemType::F32,
                 Elem::U8 => ElemType::U8,
                 Elem::I8 => ElemType::I8,
+                Elem::Bf16 => ElemType::Bf16,
             };
             self.g.external(name, elem, &t.dims, self.pm.absolute_offset(t), t.len);
         }
@@ -103,6 +105,11 @@ impl<'g> Builder<'g> {
             let w = self.w(name)?;
             return Ok(self.op("MatMul", &[x, &w]));
         }
+        let tiled = format!("{name}{BF16_SUFFIX}");
+        if let Some(t) = self.pm.info(&tiled) {
+            let (dims, w) = (t.dims.clone(), self.w(&tiled)?);
+            return Ok(self.bf16_matmul(x, &w, &dims));
+        }
         let packed = format!("{name}.q");
         let q = self
             .pm
@@ -122,6 +129,22 @@ impl<'g> Builder<'g> {
             ("accuracy_level", Attr::Int(quant::ACCURACY_LEVEL)),
         ];
         Ok(self.g.node_in(MS_DOMAIN, "MatMulNBits", &[x, &b, &s], &attrs))
+    }
+
+    /// `x @ W` with bf16 `W` in the tile layout `[N/16, K/32, 16, 16, 2]`: the AMX operator where
+    /// the CPU has it; elsewhere `Cast` to f32 and undo the tile layout (`Transpose` to
+    /// `[K/32, 16, 2, N/16, 16]` = `[K, N]` row-major, `Reshape`), which ONNX Runtime folds into
+    /// one f32 matrix at session creation, then f32 `MatMul`.
+    fn bf16_matmul(&mut self, x: &str, w: &str, dims: &[usize]) -> String {
+        if bf16::amx_available() {
+            return self.g.node_in(DOMAIN, MATMUL_BF16, &[x, w], &[]);
+        }
+        let (k, n) = (dims[1] * 32, dims[0] * 16);
+        let wf = self.g.node("Cast", &[w], &[("to", Attr::Int(ElemType::F32 as i64))]);
+        let wt = self.g.node("Transpose", &[&wf], &[("perm", Attr::Ints(vec![1, 2, 4, 0, 3]))]);
+        let shape = self.g.ints("shape_kn", &[k as i64, n as i64]);
+        let wkn = self.op("Reshape", &[&wt, &shape]);
+        self.op("MatMul", &[x, &wkn])
     }
 
     /// `x @ W` with int8 `W` (`b`, per-column scales `s`): each row of `x` is quantized to

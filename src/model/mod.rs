@@ -1,6 +1,7 @@
 //! The model runtime: checkpoint weights, ONNX graph emission, the WKV custom operator and
 //! ONNX Runtime sessions.
 
+pub(crate) mod bf16;
 mod device;
 pub(crate) mod graph;
 pub(crate) mod onnx;
@@ -15,6 +16,7 @@ pub mod weight_cache;
 pub mod weights;
 pub(crate) mod wkv;
 
+pub use bf16::amx_available;
 pub use device::Device;
 pub use prepared::{Precision, PreparedMeta, PreparedModel};
 pub use runtime::{LayerPass, PooledHidden, Runtime, RuntimeOptions};

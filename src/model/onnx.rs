@@ -16,6 +16,8 @@ pub enum ElemType {
     I8 = 3,
     /// 64-bit signed integer.
     I64 = 7,
+    /// bfloat16.
+    Bf16 = 16,
 }
 
 /// One dimension of a graph input or output: fixed, or named and dynamic.
@@ -34,6 +36,8 @@ pub enum Attr {
     Int(i64),
     /// `AttributeProto.f`.
     Float(f32),
+    /// `AttributeProto.ints`.
+    Ints(Vec<i64>),
 }
 
 /// The file name external initializers claim to live in. It is never read: every external
@@ -270,6 +274,12 @@ impl Graph {
                 Attr::Float(f) => {
                     a.float(2, *f);
                     a.int(20, 1);
+                }
+                Attr::Ints(list) => {
+                    for &i in list {
+                        a.int(8, i);
+                    }
+                    a.int(20, 7);
                 }
             }
             n.msg(5, a);

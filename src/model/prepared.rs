@@ -18,14 +18,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::quant;
 use super::weights::{BlockWeights, EmbedderConfig, EmbedderWeights, RerankerWeights};
 use super::ModelError;
+use super::{bf16, quant};
 
 /// First bytes of a prepared-weights file.
 pub const MAGIC: &[u8; 8] = b"RWKVDBPW";
 /// Version of the layout and of the naming below; a different version is rebuilt, never read.
 pub const FORMAT_VERSION: u32 = 2;
+/// Name suffix of a matrix stored in bf16 (`e0.att.r.bf16`).
+pub const BF16_SUFFIX: &str = ".bf16";
 /// Alignment of the data section (a page), so a mapped file gives aligned tensors.
 pub const DATA_ALIGN: usize = 4096;
 /// Alignment of each tensor inside the data section.
@@ -40,6 +42,9 @@ pub enum Precision {
     /// Exact: f32 weights, results match the official package.
     #[default]
     F32,
+    /// bf16 matrices (exact for the published bf16 checkpoints); activations rounded to bf16
+    /// on CPUs with AMX-BF16, f32 arithmetic elsewhere ([`super::bf16`]).
+    Bf16,
     /// 8-bit matrices, one scale per output channel; activations quantized per row on the fly
     /// (ONNX Runtime `MatMulInteger`, integer GEMM).
     Int8,
@@ -49,13 +54,14 @@ pub enum Precision {
 
 impl Precision {
     /// Every precision, in order of size.
-    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Int8, Precision::Int4];
+    pub const ALL: [Precision; 4] = [Precision::F32, Precision::Bf16, Precision::Int8, Precision::Int4];
 
     /// The name used in configs and on the command line.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
             Precision::Int8 => "int8",
             Precision::Int4 => "int4",
         }
@@ -67,11 +73,11 @@ impl Precision {
         Self::ALL.into_iter().find(|p| p.name() == s)
     }
 
-    /// Bits per quantized weight; `None` for f32.
+    /// Bits per integer-quantized weight; `None` for f32 and bf16.
     #[must_use]
     pub fn bits(self) -> Option<u32> {
         match self {
-            Precision::F32 => None,
+            Precision::F32 | Precision::Bf16 => None,
             Precision::Int8 => Some(8),
             Precision::Int4 => Some(4),
         }
@@ -94,6 +100,8 @@ pub enum Elem {
     U8,
     /// Signed byte (8-bit weights).
     I8,
+    /// bf16 (matrices in the tile layout of [`super::bf16`]).
+    Bf16,
 }
 
 impl Elem {
@@ -101,6 +109,7 @@ impl Elem {
         match self {
             Elem::F32 => 4,
             Elem::U8 | Elem::I8 => 1,
+            Elem::Bf16 => 2,
         }
     }
 }
@@ -244,13 +253,18 @@ fn push_block<'a>(out: &mut Vec<Source<'a>>, prefix: &str, b: &'a BlockWeights, 
     matrix("ffn.value", &b.ffn_value, ffn, c);
 }
 
-/// Every tensor of a model pair under the names the graphs use.
-fn sources<'a>(emb: &'a EmbedderWeights, rr: Option<&'a RerankerWeights>) -> Vec<Source<'a>> {
+/// Every tensor of a model pair under the names the graphs use, the matrices to convert marked
+/// for `precision`.
+fn sources<'a>(emb: &'a EmbedderWeights, rr: Option<&'a RerankerWeights>, precision: Precision) -> Vec<Source<'a>> {
     let cfg = &emb.config;
     let c = cfg.width;
     let mut out = vec![Source { name: "emb".into(), dims: vec![cfg.vocab, c], data: &emb.emb, matrix: None }];
     for (l, b) in emb.blocks.iter().enumerate() {
-        push_block(&mut out, &block_prefix(Part::Embedder, l), b, c, cfg.ffn, true);
+        // bf16 keeps layer 0 in f32: it reads the token embeddings, and its rounding reaches
+        // every later layer (at 0.1B it halves the largest rerank deviation, 0.011 -> 0.005,
+        // for 2% of the work; docs/performance.md).
+        let convert = precision != Precision::Bf16 || l > 0;
+        push_block(&mut out, &block_prefix(Part::Embedder, l), b, c, cfg.ffn, convert);
     }
     let mut plain = |name: &str, dims: Vec<usize>, data: &'a [f32]| {
         out.push(Source { name: name.into(), dims, data, matrix: None });
@@ -309,7 +323,7 @@ impl PreparedModel {
         precision: Precision,
         source_key: &str,
     ) -> Result<Self, ModelError> {
-        let srcs = sources(emb, rr);
+        let srcs = sources(emb, rr, precision);
         // Plan: one or two stored tensors per source, at aligned offsets.
         let mut tensors = Vec::with_capacity(srcs.len() + 16);
         let mut offset = 0usize;
@@ -320,6 +334,9 @@ impl PreparedModel {
         };
         for s in &srcs {
             match (s.matrix, precision.bits()) {
+                (Some((k, n)), None) if precision == Precision::Bf16 && bf16::fits(k, n) => {
+                    place(format!("{}{BF16_SUFFIX}", s.name), Elem::Bf16, vec![n / 16, k / 32, 16, 16, 2], None);
+                }
                 (Some((k, n)), Some(bits)) => {
                     let q = QuantInfo { k, n, bits, block: quant::block_size(bits, k) };
                     let (packed_dims, scale_len) = quant::packed_shape(&q);
@@ -354,6 +371,12 @@ impl PreparedModel {
             let t = next.next().ok_or_else(|| invalid("layout mismatch"))?;
             let dst = &mut map[data_start + t.offset..data_start + t.offset + t.len];
             match t.quant {
+                None if t.elem == Elem::Bf16 => {
+                    let (k, n) = s.matrix.ok_or_else(|| invalid("layout mismatch"))?;
+                    let mut packed = vec![0u16; k * n];
+                    bf16::pack(s.data, k, n, &mut packed);
+                    dst.copy_from_slice(bytemuck::cast_slice(&packed));
+                }
                 Some(q) => {
                     let scales = next.next().ok_or_else(|| invalid("layout mismatch"))?;
                     let mut scale_vals = vec![0f32; scales.len / 4];
@@ -472,14 +495,16 @@ impl PreparedModel {
         self.bytes()
     }
 
-    /// Drops this process's resident pages of the quantized matrices when they are mapped from
-    /// the cache file. ONNX Runtime packs those matrices into its own layout when a session is
-    /// created and computes from the packed copy; without this the process would hold both.
+    /// Drops this process's resident pages of the quantized matrices (and of bf16 matrices
+    /// where the graphs turn them into f32 at session creation: no AMX) when they are mapped
+    /// from the cache file. ONNX Runtime packs those matrices into its own layout when a session
+    /// is created and computes from the packed copy; without this the process would hold both.
     /// Correct whatever reads them later: a dropped page of a file mapping is read back from
     /// the (unchanged) file on access.
     pub fn release_packed_sources(&self) {
         let Backing::File(map) = &self.backing else { return };
-        for t in self.meta.tensors.iter().filter(|t| t.quant.is_some()) {
+        let converted = |t: &TensorInfo| t.elem == Elem::Bf16 && !bf16::amx_available();
+        for t in self.meta.tensors.iter().filter(|t| t.quant.is_some() || converted(t)) {
             // SAFETY: a read-only shared mapping of a file that is never modified after it is
             // renamed into place (see `open`): MADV_DONTNEED only drops page-table entries, and
             // the next access maps the same bytes from the page cache or the file again.

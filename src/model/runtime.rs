@@ -21,6 +21,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use parking_lot::{Condvar, Mutex};
 
+use super::bf16::MatMulBf16Op;
 use super::device::{self, Device};
 use super::graph::{self, io, GraphBytes, Tail};
 use super::prepared::{Precision, PreparedModel};
@@ -218,6 +219,7 @@ impl Runtime {
                 .and_then(|d| d.add(Wkv7Op))
                 .and_then(|d| d.add(QuantizeRowsOp))
                 .and_then(|d| d.add(DequantizeRowsOp))
+                .and_then(|d| d.add(MatMulBf16Op))
                 .map_err(ort_err("registering Wkv7"))?;
             let mut builder = Session::builder(env)
                 .map_err(ort_err("session builder"))?
@@ -230,11 +232,12 @@ impl Runtime {
                 .with_operators(ops)
                 .map_err(|e| ModelError::Ort(e.to_string()))?;
             builder = device::register(builder, opts.device)?;
-            // f32 weights are used in place from the prepared buffer (shared by both sessions
-            // and, through the page cache, by every process); prepacking would give each
-            // session its own copy for a few percent of speed (docs/performance.md). The integer
-            // kernels need their packed form; both sessions get one prepacked-weights container.
-            if prepared.meta().precision == Precision::F32 {
+            // f32 and bf16 weights are used in place from the prepared buffer (shared by both
+            // sessions and, through the page cache, by every process); prepacking would give
+            // each session its own copy for a few percent of speed (docs/performance.md). The
+            // integer kernels need their packed form; both sessions get one prepacked-weights
+            // container.
+            if matches!(prepared.meta().precision, Precision::F32 | Precision::Bf16) {
                 builder = builder
                     .with_config_entry("session.disable_prepacking", "1")
                     .map_err(|e| ModelError::Ort(e.to_string()))?;
