@@ -109,7 +109,8 @@ fn main() {
         .map(|l| {
             l.split_whitespace()
                 .filter(|f| {
-                    ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16"].contains(f)
+                    ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16"]
+                        .contains(f)
                 })
                 .collect::<Vec<_>>()
                 .join(" ")

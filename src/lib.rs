@@ -75,7 +75,7 @@ pub mod limits {
     pub use crate::collection::{
         DURABLE_EVERY, MAX_BATCH_DOCS, MAX_CANDIDATES, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_TEXT_BYTES, RERANK_CHUNK,
     };
-    pub use crate::store::{DEFAULT_PRECISION, FORMAT_VERSION, STATE_CHUNK_BYTES};
+    pub use crate::store::{default_precision, FORMAT_VERSION, STATE_CHUNK_BYTES};
 }
 
 #[doc(hidden)]

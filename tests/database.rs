@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
+use rwkvdb::model::Precision;
 use rwkvdb::{CollectionConfig, Database, Error, Filter, NewDocument, OpenOptions, QueryOptions, Rerank};
 use serde_json::json;
 
@@ -45,8 +46,10 @@ impl Fixture {
     fn open(&self) -> Database {
         Database::open(self.db_path(), OpenOptions::default()).unwrap()
     }
+    /// Exact f32 weights, whatever this machine's default precision: results are compared
+    /// with the scalar reference.
     fn config(&self) -> CollectionConfig {
-        CollectionConfig::new(&self.emb, Some(self.rr.clone()))
+        CollectionConfig { precision: Precision::F32, ..CollectionConfig::new(&self.emb, Some(self.rr.clone())) }
     }
 }
 

@@ -86,9 +86,10 @@ pub struct CreateArgs {
     /// State precision preset: exact, balanced (default), compact, tiny.
     #[arg(long, default_value = "balanced")]
     preset: String,
-    /// Weight precision of the model: f32 (exact), int8 or int4 (quantized, faster or smaller;
-    /// fidelity in docs/performance.md). Default: rwkvdb's default precision (see `--help` of
-    /// `model bench`).
+    /// Weight precision of the model: f32 (exact), bf16 (exact weights of bf16 checkpoints,
+    /// bf16 activations: ~2x faster on CPUs with AMX-BF16), int8 or int4 (quantized, faster or
+    /// smaller); fidelity in docs/performance.md. Default: bf16 where the CPU has AMX-BF16,
+    /// else f32.
     #[arg(long, value_enum)]
     precision: Option<super::model_cmd::PrecisionArg>,
     /// Maximum tokens per document.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 pub use error::StoreError;
-pub use records::{CollectionConfig, CollectionRecord, DocRecord, IndexHeader, PartInfo, DEFAULT_PRECISION};
+pub use records::{default_precision, CollectionConfig, CollectionRecord, DocRecord, IndexHeader, PartInfo};
 pub use schema::STATE_CHUNK_BYTES;
 pub(crate) use schema::{CollectionTables, INDEX_CORE, INDEX_FIRST_BLOCK, INDEX_METADATA};
 use schema::{COLLECTIONS, MAGIC, META};
