@@ -367,7 +367,7 @@ mod tests {
             return;
         }
         let (m, k, n) = (45, 96, 64);
-        let val = |i: usize, s: f32| ((i as f32 * s).sin() * 2.0);
+        let val = |i: usize, s: f32| (i as f32 * s).sin() * 2.0;
         let x: Vec<f32> = (0..m * k).map(|i| val(i, 0.731)).collect();
         let w: Vec<f32> = (0..k * n).map(|i| val(i, 1.37)).collect();
         let mut packed = vec![0u16; k * n];
