@@ -107,6 +107,12 @@ impl Operator for MatMulBf16Op {
     }
 }
 
+/// Rows per task of the product (with [`N_GROUP`] columns: a task's activations and weights
+/// stay in the core's L2 while it runs; measured in `cargo bench --bench kernels`).
+const M_CHUNK: usize = 128;
+/// Columns per task of the product.
+const N_GROUP: usize = 256;
+
 fn matmul_bf16(ctx: &ComputeContext) -> ort::Result<()> {
     let missing = || ort::Error::new("MatMulBf16: missing input");
     let (x_v, w_v) = (ctx.input(0)?, ctx.input(1)?);
@@ -137,20 +143,16 @@ fn matmul_bf16(ctx: &ComputeContext) -> ort::Result<()> {
     // Activations in bf16, rows padded with zeros to whole 32-row blocks.
     let mp = m.div_ceil(ALIGN) * ALIGN;
     let mut xb = vec![0u16; mp * k];
-    let xb_ptr = SendPtr(xb.as_mut_ptr().cast::<f32>());
+    let xb_ptr = SendPtr(xb.as_mut_ptr());
     let blocks = mp / ALIGN;
     ctx.par_for(blocks, blocks, move |b| {
         let rows = (b * ALIGN..((b + 1) * ALIGN).min(m)).len();
         // SAFETY: task `b` alone writes rows b*32.. of `xb` (which outlives `par_for`).
-        let dst = unsafe { std::slice::from_raw_parts_mut(xb_ptr.get().cast::<u16>().add(b * ALIGN * k), rows * k) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(xb_ptr.get().add(b * ALIGN * k), rows * k) };
         for (d, &s) in dst.iter_mut().zip(&x[b * ALIGN * k..]) {
             *d = to_bf16(s);
         }
     })?;
-    // Tasks: blocks of M_CHUNK rows x N_GROUP columns, so a task's activations and weights stay
-    // in the core's L2 while it runs.
-    const M_CHUNK: usize = 128;
-    const N_GROUP: usize = 256;
     let (m_chunks, n_groups) = (mp.div_ceil(M_CHUNK), n.div_ceil(N_GROUP));
     let y_ptr = SendPtr(y.as_mut_ptr());
     let xb = &xb;
@@ -179,9 +181,9 @@ mod amx {
             return false;
         }
         // XCR0 bits 17 and 18: the OS saves tile configuration and data.
-        let (lo, _hi): (u32, u32);
+        let lo: u32;
         // SAFETY: OSXSAVE is set, so xgetbv is allowed.
-        unsafe { asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack)) };
+        unsafe { asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _, options(nomem, nostack)) };
         if lo & (0b11 << 17) != 0b11 << 17 {
             return false;
         }
@@ -342,7 +344,7 @@ mod tests {
         // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up to the even one.
         assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
         assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-12)), 0x3f81);
-        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert_eq!(from_bf16(to_bf16(-2.5)).to_bits(), (-2.5f32).to_bits());
         assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
     }
 
@@ -355,7 +357,7 @@ mod tests {
         assert_eq!(unpack(&p, k, n), w);
         // Element (k = 33, n = 17): tile (n-tile 1, k-block 1) = 1 * 2 + 1, pair row 0,
         // column 1, odd k: 3 * 512 + 0 * 32 + 1 * 2 + 1.
-        assert_eq!(from_bf16(p[3 * 512 + 3]), w[33 * n + 17]);
+        assert_eq!(from_bf16(p[3 * 512 + 3]).to_bits(), w[33 * n + 17].to_bits());
     }
 
     /// The tile kernel against a scalar product of the same bf16 values (f64 sums), with a row

@@ -54,11 +54,11 @@ fn quantize_rows(ctx: &ComputeContext) -> ort::Result<()> {
     let mut s_out = ctx.output(1, scale_shape)?.ok_or_else(|| ort::Error::new("QuantizeRows: missing output"))?;
     let (_, scales) = s_out.try_extract_tensor_mut::<f32>()?;
     let rows = scales.len();
-    let (q_ptr, s_ptr) = (SendPtr(q.as_mut_ptr().cast()), SendPtr(scales.as_mut_ptr()));
+    let (q_ptr, s_ptr) = (SendPtr(q.as_mut_ptr()), SendPtr(scales.as_mut_ptr()));
     ctx.par_for(rows, rows, move |row| {
         // SAFETY: task `row` alone writes codes[row*k..row*k+k] and scales[row]; both buffers
-        // outlive `par_for`. (`SendPtr` holds the u8 codes as *mut f32 only to cross threads.)
-        let codes = unsafe { std::slice::from_raw_parts_mut(q_ptr.get().cast::<u8>().add(row * k), k) };
+        // outlive `par_for`.
+        let codes = unsafe { std::slice::from_raw_parts_mut(q_ptr.get().add(row * k), k) };
         let scale = unsafe { &mut *s_ptr.get().add(row) };
         quantize_row(&x[row * k..(row + 1) * k], codes, scale);
     })?;

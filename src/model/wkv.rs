@@ -174,15 +174,15 @@ pub fn step(isa: Isa, state: &mut [f32], x: &StepInputs, y: &mut [f32]) {
 
 /// A raw pointer that may cross threads: each parallel task writes a disjoint region.
 #[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: only used to hand disjoint sub-slices of one output buffer to ORT's worker threads.
-unsafe impl Send for SendPtr {}
+unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SendPtr {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
-impl SendPtr {
+impl<T> SendPtr<T> {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the raw field).
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
