@@ -43,7 +43,7 @@ pub enum Precision {
     #[default]
     F32,
     /// bf16 matrices (exact for the published bf16 checkpoints); activations rounded to bf16
-    /// on CPUs with AMX-BF16, f32 arithmetic elsewhere ([`super::bf16`]).
+    /// on CPUs with AMX-BF16, f32 arithmetic elsewhere (docs/architecture.md).
     Bf16,
     /// 8-bit matrices, one scale per output channel; activations quantized per row on the fly
     /// (ONNX Runtime `MatMulInteger`, integer GEMM).
