@@ -134,7 +134,7 @@ class Database:
         reranker: Optional[StrPath] = None,
         *,
         preset: str = "balanced",
-        precision: str = "f32",
+        precision: Optional[str] = None,
         max_doc_tokens: int = 8192,
         truncate: bool = False,
     ) -> Collection: ...
@@ -145,7 +145,7 @@ class Database:
         reranker: Optional[StrPath] = None,
         *,
         preset: str = "balanced",
-        precision: str = "f32",
+        precision: Optional[str] = None,
         max_doc_tokens: int = 8192,
         truncate: bool = False,
     ) -> Collection: ...

@@ -264,15 +264,17 @@ fn collection_config(
     embedder: PathBuf,
     reranker: Option<PathBuf>,
     preset: &str,
-    precision: &str,
+    precision: Option<&str>,
     max_doc_tokens: usize,
     truncate: bool,
 ) -> PyResult<CollectionConfig> {
     let mut cfg = CollectionConfig::new(embedder, reranker);
     cfg.state_preset = preset.to_string();
-    cfg.precision = rwkvdb::model::Precision::parse(precision).ok_or_else(|| {
-        raise(py, "ConfigError", format!("unknown precision {precision:?} (choose one of: f32, int8, int4)"))
-    })?;
+    if let Some(precision) = precision {
+        cfg.precision = rwkvdb::model::Precision::parse(precision).ok_or_else(|| {
+            raise(py, "ConfigError", format!("unknown precision {precision:?} (choose one of: f32, bf16, int8, int4)"))
+        })?;
+    }
     cfg.max_doc_tokens = max_doc_tokens;
     cfg.truncate = truncate;
     Ok(cfg)
@@ -321,8 +323,9 @@ impl PyDatabase {
     /// Creates a collection bound to an embedder (and optionally a reranker) checkpoint.
     ///
     /// preset: state precision (exact, balanced, compact, tiny). precision: weight precision
-    /// (f32, int8, int4). Without a reranker the collection keeps no states and cannot rerank.
-    #[pyo3(signature = (name, embedder, reranker=None, *, preset="balanced", precision="f32", max_doc_tokens=8192, truncate=false))]
+    /// (f32, bf16, int8, int4; None: bf16 where the CPU has AMX-BF16, else f32). Without a
+    /// reranker the collection keeps no states and cannot rerank.
+    #[pyo3(signature = (name, embedder, reranker=None, *, preset="balanced", precision=None, max_doc_tokens=8192, truncate=false))]
     #[allow(clippy::too_many_arguments)]
     fn create_collection(
         &self,
@@ -331,7 +334,7 @@ impl PyDatabase {
         embedder: PathBuf,
         reranker: Option<PathBuf>,
         preset: &str,
-        precision: &str,
+        precision: Option<&str>,
         max_doc_tokens: usize,
         truncate: bool,
     ) -> PyResult<PyCollection> {
@@ -341,7 +344,7 @@ impl PyDatabase {
     }
 
     /// Opens the collection `name`, creating it with these settings if it does not exist.
-    #[pyo3(signature = (name, embedder, reranker=None, *, preset="balanced", precision="f32", max_doc_tokens=8192, truncate=false))]
+    #[pyo3(signature = (name, embedder, reranker=None, *, preset="balanced", precision=None, max_doc_tokens=8192, truncate=false))]
     #[allow(clippy::too_many_arguments)]
     fn get_or_create_collection(
         &self,
@@ -350,7 +353,7 @@ impl PyDatabase {
         embedder: PathBuf,
         reranker: Option<PathBuf>,
         preset: &str,
-        precision: &str,
+        precision: Option<&str>,
         max_doc_tokens: usize,
         truncate: bool,
     ) -> PyResult<PyCollection> {
