@@ -6,6 +6,7 @@
 //!
 //!     cargo bench --bench sizes                 # 0.1B, 0.4B and 1.4B (about 30 minutes)
 //!     RWKVDB_SIZES=0.1B cargo bench --bench sizes
+//!     RWKVDB_SIZES=1.4B RWKVDB_PRECISIONS=f32,bf16 cargo bench --bench sizes   # other rows kept
 //!
 //! Checkpoints are synthetic bf16 files in the official layout (`rwkvdb model synth`), kept in
 //! target/bench-models; the weight cache lives in target/bench-weight-cache.
@@ -136,7 +137,11 @@ fn main() {
     for s in SHAPES.iter().filter(|s| wanted.is_empty() || wanted.split(',').any(|w| w == s.name)) {
         let (e, r) = ensure_models(s);
         let mut reference: Option<(Vec<Vec<f32>>, Vec<f32>)> = None;
-        for precision in ["f32", "bf16", "int8", "int4"] {
+        // RWKVDB_PRECISIONS=f32,bf16 measures only those (f32 first: the others are compared to it).
+        let only = std::env::var("RWKVDB_PRECISIONS").unwrap_or_default();
+        for precision in
+            ["f32", "bf16", "int8", "int4"].into_iter().filter(|p| only.is_empty() || only.split(',').any(|o| o == *p))
+        {
             // First process: fills the weight cache (not timed). Second: the measured one.
             bench_process(&e, &r, precision, &["--load-only"]);
             let fid = root().join(format!("target/bench-models/fidelity-{}-{precision}.json", s.name));
@@ -187,11 +192,12 @@ fn main() {
     let path = root().join("docs/bench/runtime.json");
     let mut doc: Value =
         std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| json!({}));
-    // Rows of sizes not measured in this run are kept.
-    let measured: Vec<Value> = rows.iter().map(|r| r["size"].clone()).collect();
+    // Rows of (size, precision) not measured in this run are kept.
+    let key = |r: &Value| (r["size"].clone(), r["precision"].clone());
+    let measured: Vec<(Value, Value)> = rows.iter().map(key).collect();
     let mut kept: Vec<Value> = doc["sizes"]["rows"]
         .as_array()
-        .map(|a| a.iter().filter(|r| !measured.contains(&r["size"])).cloned().collect())
+        .map(|a| a.iter().filter(|r| !measured.contains(&key(r))).cloned().collect())
         .unwrap_or_default();
     kept.extend(rows);
     doc["sizes"] = json!({"command": "cargo bench --bench sizes", "cpu_flags": flags, "rows": kept});
