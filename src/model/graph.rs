@@ -59,6 +59,13 @@ struct Builder<'g> {
     axis_last: String,
 }
 
+/// The WKV state a time mix starts from, and whether its final value is read afterwards (a
+/// graph output, or the reranker's input).
+struct WkvState<'a> {
+    input: &'a str,
+    read_after: bool,
+}
+
 impl<'g> Builder<'g> {
     fn new(g: &'g mut Graph, pm: &'g PreparedModel) -> Self {
         let (c, heads) = (pm.meta().config.width, pm.meta().config.heads);
@@ -153,7 +160,7 @@ impl<'g> Builder<'g> {
     /// (`rwkvdb:DequantizeRows`). Per-row
     /// scales keep a row's result independent of the rows it is batched with.
     fn int8_matmul(&mut self, x: &str, b: &str, s: &str) -> String {
-        let outs = self.g.node_multi(DOMAIN, QUANTIZE_ROWS, &[x], 2);
+        let outs = self.g.node_multi(DOMAIN, QUANTIZE_ROWS, &[x], 2, &[]);
         let (xq, row_scale) = (&outs[0], &outs[1]);
         let zp = self.g.bytes_initializer("zp", ElemType::U8, &[], &[128]);
         let yi = self.op("MatMulInteger", &[xq, b, &zp]);
@@ -191,7 +198,7 @@ impl<'g> Builder<'g> {
         p: &str,
         x: &str,
         prev: Option<&str>,
-        state: &str,
+        state: WkvState<'_>,
         lengths: Option<&str>,
         v_first: Option<&str>,
     ) -> Result<(String, String, String, String), ModelError> {
@@ -277,11 +284,14 @@ impl<'g> Builder<'g> {
 
         let neg_kk = self.op("Neg", &[&kk]);
         let b = self.op("Mul", &[&kk, &a]);
+        let WkvState { input: state, read_after: keep_state } = state;
         let mut wkv_in: Vec<&str> = vec![&r, &decay, &k, &v, &neg_kk, &b, state];
         if let Some(l) = lengths {
             wkv_in.push(l);
         }
-        let outs = self.g.node_multi(DOMAIN, OP_NAME, &wkv_in, 2);
+        // A state nobody reads is not written out (`state_out = 0`: the operator's second output
+        // is then empty), which saves writing ~200 KB per row and layer.
+        let outs = self.g.node_multi(DOMAIN, OP_NAME, &wkv_in, 2, &[("state_out", Attr::Int(i64::from(keep_state)))]);
         let (y, new_state) = (outs[0].clone(), outs[1].clone());
 
         // GroupNorm with one group per head, then the per-channel affine.
@@ -387,14 +397,26 @@ pub struct GraphBytes {
     pub bytes: Vec<u8>,
 }
 
+/// Whether a graph outputs the per-layer states after its sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum States {
+    /// Every layer's `att_shift_out`, `ffn_shift_out` and `wkv_out` (to store a state, or to
+    /// carry it into the next chunk).
+    Out,
+    /// None: for sequences that end in this run and whose states nobody keeps (an offline
+    /// rerank's query). The WKV operators do not write states nobody reads, and a rerank graph
+    /// skips the channel mix of its last layer, whose output only fed the states.
+    Dropped,
+}
+
 /// Builds the ONNX model for the first `layers` embedder blocks plus `tail`, referencing the
 /// weights of `pm` by name. [`Tail::Rerank`] needs a reranker in `pm` and `layers` above its
 /// highest selected layer.
-pub fn build(pm: &PreparedModel, layers: usize, tail: Tail) -> Result<GraphBytes, ModelError> {
+pub fn build(pm: &PreparedModel, layers: usize, tail: Tail, states: States) -> Result<GraphBytes, ModelError> {
     if tail == Tail::Hidden {
         return Err(ModelError::Mismatch("the hidden-state graph is built by build_hidden".into()));
     }
-    emit(pm, layers, tail, &[])
+    emit(pm, layers, tail, states, &[])
 }
 
 /// Builds the graph of the first `max(taps)` embedder blocks whose outputs, besides the states,
@@ -407,10 +429,16 @@ pub fn build_hidden(pm: &PreparedModel, taps: &[usize]) -> Result<GraphBytes, Mo
         return Err(ModelError::Mismatch(format!("layer {l} does not exist: the embedder has layers 1..={layers}")));
     }
     let taps: Vec<usize> = taps.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
-    emit(pm, taps.last().copied().unwrap_or(0), Tail::Hidden, &taps)
+    emit(pm, taps.last().copied().unwrap_or(0), Tail::Hidden, States::Out, &taps)
 }
 
-fn emit(pm: &PreparedModel, layers: usize, tail: Tail, taps: &[usize]) -> Result<GraphBytes, ModelError> {
+fn emit(
+    pm: &PreparedModel,
+    layers: usize,
+    tail: Tail,
+    states: States,
+    taps: &[usize],
+) -> Result<GraphBytes, ModelError> {
     let meta = pm.meta();
     let (c, h) = (meta.config.width, meta.config.heads);
     let mut g = Graph::new();
@@ -433,10 +461,21 @@ fn emit(pm: &PreparedModel, layers: usize, tail: Tail, taps: &[usize]) -> Result
     let mut wkv_out = Vec::new();
     let mut outs = Vec::new();
     let mut residuals = Vec::new();
+    // Without state outputs, the states the reranker reads are the only ones anyone needs, and
+    // the last layer's output (its channel mix) is not needed at all.
+    let read_by_tail: Vec<usize> = match tail {
+        Tail::Rerank => meta.reranker_layers.clone().unwrap_or_default(),
+        _ => Vec::new(),
+    };
     for (l, (a_in, f_in, w_in)) in state_in.iter().enumerate() {
         let p = block_prefix(Part::Embedder, l);
-        let (att, xa, wkv, vf) = b.time_mix(&p, &x, Some(a_in), w_in, Some(&lengths), v_first.as_deref())?;
+        let state = WkvState { input: w_in, read_after: states == States::Out || read_by_tail.contains(&l) };
+        let (att, xa, wkv, vf) = b.time_mix(&p, &x, Some(a_in), state, Some(&lengths), v_first.as_deref())?;
         v_first = Some(vf);
+        if states == States::Dropped && tail == Tail::Rerank && l + 1 == layers {
+            wkv_out.push(wkv);
+            break;
+        }
         x = b.op("Add", &[&x, &att]);
         let (ffn, xb) = b.channel_mix(&p, &x, Some(f_in))?;
         x = b.op("Add", &[&x, &ffn]);
@@ -474,7 +513,8 @@ fn emit(pm: &PreparedModel, layers: usize, tail: Tail, taps: &[usize]) -> Result
                     ModelError::Mismatch(format!("the reranker reads layer {layer} but the graph has {layers} layers"))
                 })?;
                 let p = block_prefix(Part::Reranker, i);
-                let (att, _, _, v) = b.time_mix(&p, &y, None, &state, None, vf.as_deref())?;
+                let state = WkvState { input: &state, read_after: false };
+                let (att, _, _, v) = b.time_mix(&p, &y, None, state, None, vf.as_deref())?;
                 vf = Some(v);
                 y = b.op("Add", &[&y, &att]);
                 let (ffn, _) = b.channel_mix(&p, &y, None)?;
@@ -501,10 +541,12 @@ fn emit(pm: &PreparedModel, layers: usize, tail: Tail, taps: &[usize]) -> Result
         }
     }
 
-    for (l, (a, f, w)) in outs.iter().enumerate() {
-        g.output(a, &io::att_shift_out(l), ElemType::F32, &row);
-        g.output(f, &io::ffn_shift_out(l), ElemType::F32, &row);
-        g.output(w, &io::wkv_out(l), ElemType::F32, &st);
+    if states == States::Out {
+        for (l, (a, f, w)) in outs.iter().enumerate() {
+            g.output(a, &io::att_shift_out(l), ElemType::F32, &row);
+            g.output(f, &io::ffn_shift_out(l), ElemType::F32, &row);
+            g.output(w, &io::wkv_out(l), ElemType::F32, &st);
+        }
     }
     match tail {
         Tail::Embedding => g.output(&tail_out, io::EMBEDDING, ElemType::F32, &row),

@@ -235,31 +235,31 @@ impl Graph {
     }
 
     /// Adds a node with several outputs in `domain` (empty for the standard one) and returns them.
-    pub fn node_multi(&mut self, domain: &str, op: &str, inputs: &[&str], n_out: usize) -> Vec<String> {
+    pub fn node_multi(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        n_out: usize,
+        attrs: &[(&str, Attr)],
+    ) -> Vec<String> {
         let outs: Vec<String> = (0..n_out).map(|_| self.fresh(&op.to_lowercase())).collect();
-        let mut n = Pb::default();
-        for i in inputs {
-            n.bytes(1, i.as_bytes());
-        }
-        for o in &outs {
-            n.bytes(2, o.as_bytes());
-        }
-        let name = self.fresh("n");
-        n.bytes(3, name.as_bytes());
-        n.bytes(4, op.as_bytes());
-        if !domain.is_empty() {
-            n.bytes(7, domain.as_bytes());
-        }
-        self.nodes.push(n);
+        self.node_outputs(op, inputs, attrs, &outs, domain);
         outs
     }
 
     fn node_named(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], out: &str, domain: &str) {
+        self.node_outputs(op, inputs, attrs, &[out.to_string()], domain);
+    }
+
+    fn node_outputs(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], outs: &[String], domain: &str) {
         let mut n = Pb::default();
         for i in inputs {
             n.bytes(1, i.as_bytes());
         }
-        n.bytes(2, out.as_bytes());
+        for o in outs {
+            n.bytes(2, o.as_bytes());
+        }
         let name = self.fresh("n");
         n.bytes(3, name.as_bytes());
         n.bytes(4, op.as_bytes());

@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::bf16::MatMulBf16Op;
 use super::device::{self, Device};
-use super::graph::{self, io, GraphBytes, Tail};
+use super::graph::{self, io, GraphBytes, States, Tail};
 use super::prepared::{Precision, PreparedModel};
 use super::quant_ops::{DequantizeRowsOp, QuantizeRowsOp};
 use super::state::ModelState;
@@ -124,7 +124,11 @@ pub struct Runtime {
     /// state computation, so commands that only embed never pay for them.
     score_graph: Option<GraphBytes>,
     score: OnceLock<SessionPool>,
-    /// Serialises the creation of the score sessions.
+    /// The score graph without state outputs ([`States::Dropped`]), for offline reranks whose
+    /// queries fit one chunk; its sessions are created at the first such rerank.
+    score_final_graph: Option<GraphBytes>,
+    score_final: OnceLock<SessionPool>,
+    /// Serialises the creation of score sessions.
     score_init: Mutex<()>,
     /// The prepacked-weights container every session of this runtime shares.
     packed: PrepackedWeights,
@@ -166,16 +170,18 @@ impl Runtime {
         let meta = prepared.meta();
         let cfg = meta.config.clone();
         let sessions = opts.sessions.max(1);
-        let embed_graph = graph::build(&prepared, cfg.layers, Tail::Embedding)?;
+        let embed_graph = graph::build(&prepared, cfg.layers, Tail::Embedding, States::Out)?;
         let packed = PrepackedWeights::new();
         let embed = Self::pool(&env, &embed_graph, &prepared, opts, sessions, &packed)?;
         // The score graph is emitted now (milliseconds; a weight it cannot find fails at load).
-        let (score_graph, score_layers, reranker_layers) = match &meta.reranker_layers {
+        let (score_graph, score_final_graph, score_layers, reranker_layers) = match &meta.reranker_layers {
             Some(idx) => {
                 let layers = idx.iter().copied().max().unwrap_or(0) + 1;
-                (Some(graph::build(&prepared, layers, Tail::Rerank)?), layers, idx.clone())
+                let full = graph::build(&prepared, layers, Tail::Rerank, States::Out)?;
+                let last = graph::build(&prepared, layers, Tail::Rerank, States::Dropped)?;
+                (Some(full), Some(last), layers, idx.clone())
             }
-            None => (None, 0, Vec::new()),
+            None => (None, None, 0, Vec::new()),
         };
         // A missing or misaligned embedding table fails here, at load, not at the first batch.
         prepared.f32s("emb")?;
@@ -184,6 +190,8 @@ impl Runtime {
             embed,
             score_graph,
             score: OnceLock::new(),
+            score_final_graph,
+            score_final: OnceLock::new(),
             score_init: Mutex::new(()),
             packed,
             score_layers,
@@ -267,17 +275,26 @@ impl Runtime {
 
     /// The score sessions, created on first use.
     fn score_pool(&self) -> Result<&SessionPool, ModelError> {
-        let graph = self.score_graph.as_ref().ok_or(ModelError::NoReranker)?;
-        if let Some(pool) = self.score.get() {
+        self.lazy_pool(self.score_graph.as_ref(), &self.score)
+    }
+
+    /// The sessions of `graph` in `cell`, created on first use.
+    fn lazy_pool<'a>(
+        &'a self,
+        graph: Option<&GraphBytes>,
+        cell: &'a OnceLock<SessionPool>,
+    ) -> Result<&'a SessionPool, ModelError> {
+        let graph = graph.ok_or(ModelError::NoReranker)?;
+        if let Some(pool) = cell.get() {
             return Ok(pool);
         }
         let _one = self.score_init.lock();
-        if let Some(pool) = self.score.get() {
+        if let Some(pool) = cell.get() {
             return Ok(pool);
         }
         let (_, env) = ort_env::ensure_loaded(self.options.ort_library.as_deref())?;
         let pool = Self::pool(&env, graph, &self.prepared, &self.options, self.options.sessions.max(1), &self.packed)?;
-        Ok(self.score.get_or_init(|| pool))
+        Ok(cell.get_or_init(|| pool))
     }
 
     /// The prepared weights this runtime reads.
@@ -404,7 +421,12 @@ impl Runtime {
     /// Resumes each state with its query tokens (ending in EOS) and returns the reranker logits.
     pub fn resume_and_score(&self, states: Vec<ModelState>, queries: &[&[u32]]) -> Result<Vec<f32>, ModelError> {
         self.check_tokens(queries)?;
-        let pool = self.score_pool()?;
+        // Queries that end within one chunk need no states out of the graph.
+        let pool = if queries.iter().all(|q| q.len() <= self.chunk_tokens) {
+            self.lazy_pool(self.score_final_graph.as_ref(), &self.score_final)?
+        } else {
+            self.score_pool()?
+        };
         self.check_states(&states, queries.len())?;
         let pass = Pass { layers: self.score_layers, tail: Tail::Rerank, keep_states: false, taps: &[] };
         let (_, tails) = self.run(pool, &pass, states, queries)?;

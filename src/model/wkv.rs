@@ -208,9 +208,11 @@ impl Operator for Wkv7Op {
 
     // No `infer_shape`: ORT 1.31 aborts inside the shape-inference callback for this op's
     // optional input; output shapes are simply left to run time.
-    fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+    fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
         let isa = detect_isa();
-        Ok(Box::new(move |ctx: &ComputeContext| run_kernel(ctx, isa)))
+        // `state_out = 0`: nobody reads the final state; the second output is then empty.
+        let state_out = info.get::<i64>("state_out").unwrap_or(1) != 0;
+        Ok(Box::new(move |ctx: &ComputeContext| run_kernel(ctx, isa, state_out)))
     }
 }
 
@@ -218,7 +220,7 @@ fn missing(what: &str) -> ort::Error {
     ort::Error::new(format!("Wkv7: missing {what}"))
 }
 
-fn run_kernel(ctx: &ComputeContext, isa: Isa) -> ort::Result<()> {
+fn run_kernel(ctx: &ComputeContext, isa: Isa, state_out: bool) -> ort::Result<()> {
     let mut ins: Vec<&[f32]> = Vec::with_capacity(6);
     let mut shape: Vec<i64> = Vec::new();
     let values: Vec<_> = (0..7).map(|i| ctx.input(i)).collect::<ort::Result<Vec<_>>>()?;
@@ -255,9 +257,14 @@ fn run_kernel(ctx: &ComputeContext, isa: Isa) -> ort::Result<()> {
         None => vec![t; n],
     };
 
-    let mut state_out = ctx.output(1, state_shape.clone())?.ok_or_else(|| missing("state output"))?;
-    let (_, state) = state_out.try_extract_tensor_mut::<f32>()?;
-    state.copy_from_slice(state_data);
+    // The final state goes to output 1, or (`state_out` off) to a buffer of each task's own
+    // while output 1 is an empty [0] tensor.
+    let out_shape = if state_out { state_shape.clone() } else { vec![0] };
+    let mut state_value = ctx.output(1, out_shape)?.ok_or_else(|| missing("state output"))?;
+    let (_, state) = state_value.try_extract_tensor_mut::<f32>()?;
+    if state_out {
+        state.copy_from_slice(state_data);
+    }
     let mut y_out = ctx.output(0, shape.clone())?.ok_or_else(|| missing("y output"))?;
     let (_, y) = y_out.try_extract_tensor_mut::<f32>()?;
     y.fill(0.0);
@@ -268,9 +275,16 @@ fn run_kernel(ctx: &ComputeContext, isa: Isa) -> ort::Result<()> {
     let lengths = &lengths;
     ctx.par_for(n * h, n * h, move |task| {
         let (seq, head) = (task / h, task % h);
-        // SAFETY: task (seq, head) owns state[seq, head] (4096 floats) and y[seq, :, head*64..+64];
-        // no two tasks share a region, and both buffers outlive `par_for`.
-        let st = unsafe { std::slice::from_raw_parts_mut(state_ptr.get().add(task * N * N), N * N) };
+        let mut own = Vec::new();
+        let st: &mut [f32] = if state_out {
+            // SAFETY: task (seq, head) owns state[seq, head] (4096 floats) and
+            // y[seq, :, head*64..+64]; no two tasks share a region, and both buffers outlive
+            // `par_for`.
+            unsafe { std::slice::from_raw_parts_mut(state_ptr.get().add(task * N * N), N * N) }
+        } else {
+            own.extend_from_slice(&state_data[task * N * N..(task + 1) * N * N]);
+            &mut own
+        };
         for step_t in 0..lengths[seq] {
             let off = (seq * t + step_t) * c + head * N;
             let x = StepInputs {
