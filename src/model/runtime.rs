@@ -1,11 +1,13 @@
 //! The model runtime: ONNX Runtime sessions over the emitted graphs, and the batching that runs
 //! token sequences through them.
 //!
-//! Two graphs are built per model pair (see [`super::graph`]):
+//! Graphs per model pair (see [`super::graph`]):
 //! - *embed*: all embedder layers + retrieval head;
 //! - *score*: embedder layers `0..=max(selected)` + the reranker. It also yields the states of
 //!   those layers, which is all an offline rerank ever needs, so indexing a document's rerank
 //!   state runs this graph too. Its sessions are created at first use.
+//! - *score, states dropped* ([`States::Dropped`]): the same without state outputs, for
+//!   reranks whose sequences end within one chunk; its sessions are created at first use.
 //! - *hidden* (on request, [`Runtime::layer_pass`]): pooled hidden states of chosen layers.
 //!
 //! Sequences are grouped by length, right-padded inside a batch and run in chunks of at most
