@@ -3,21 +3,11 @@
 //! `rwkvdb:MatMulBf16` (the AMX-BF16 tile kernel), at the shapes the 0.1B model multiplies.
 //! Writes `docs/bench/kernels.json`. Without AMX the bf16 column is empty.
 
-use rwkvdb::gemm_probe::{matmul_gflops, MatrixKernel};
+use rwkvdb::gemm_probe::{cpu_flags, matmul_gflops, MatrixKernel};
 use serde_json::json;
 
 fn main() {
-    let flags = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|f| ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"].contains(f))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let flags = cpu_flags(&["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"]);
     println!("CPU flags: {flags}\n");
     println!("{:>6} {:>6} {:>6} {:>12} {:>12} {:>7}", "M", "K", "N", "f32 GFLOP/s", "bf16 GFLOP/s", "ratio");
     let mut rows = Vec::new();

@@ -103,20 +103,16 @@ fn sigmoid(x: f32) -> f64 {
 
 fn main() {
     let wanted = std::env::var("RWKVDB_SIZES").unwrap_or_default();
-    let flags = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|f| {
-                    ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16"]
-                        .contains(f)
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let flags = rwkvdb::gemm_probe::cpu_flags(&[
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_int8",
+        "amx_bf16",
+        "avx512_bf16",
+    ]);
     println!("CPU flags: {flags}");
     println!(
         "\n{:>5} {:>5} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",

@@ -31,16 +31,35 @@ pub fn gemm_gflops(n: usize, reps: usize, threads: usize) -> Result<f64, ModelEr
         .map_err(|e| ModelError::Ort(e.to_string()))?
         .commit_from_memory(&bytes)
         .map_err(err)?;
-    let input: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    let best = best_run_seconds(&mut session, n, n, reps)?;
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// Shortest of `reps` runs (after one warm-up) of a one-input graph fed an `[m, k]` matrix.
+fn best_run_seconds(session: &mut Session, m: usize, k: usize, reps: usize) -> Result<f64, ModelError> {
+    let err = |e: ort::Error| ModelError::Ort(e.to_string());
+    let input: Vec<f32> = (0..m * k).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
     let mut best = f64::MAX;
     for _ in 0..=reps.max(1) {
-        let t = Tensor::from_array((vec![n, n], input.clone())).map_err(err)?;
+        let t = Tensor::from_array((vec![m, k], input.clone())).map_err(err)?;
         let start = Instant::now();
         let out = session.run(vec![("x", t)]).map_err(err)?;
         best = best.min(start.elapsed().as_secs_f64());
         drop(out);
     }
-    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+    Ok(best)
+}
+
+/// The CPU flags of `wanted` this machine has (from `/proc/cpuinfo`), space-separated, for
+/// benchmark records.
+#[must_use]
+pub fn cpu_flags(wanted: &[&str]) -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().filter(|f| wanted.contains(f)).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// A matrix kernel the graphs can use for `x @ W`.
@@ -92,14 +111,6 @@ pub fn matmul_gflops(m: usize, k: usize, n: usize, kernel: MatrixKernel, reps: u
         .map_err(|e| ModelError::Ort(e.to_string()))?
         .commit_from_memory(&bytes)
         .map_err(err)?;
-    let input: Vec<f32> = (0..m * k).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
-    let mut best = f64::MAX;
-    for _ in 0..=reps.max(1) {
-        let t = Tensor::from_array((vec![m, k], input.clone())).map_err(err)?;
-        let start = Instant::now();
-        let out = session.run(vec![("x", t)]).map_err(err)?;
-        best = best.min(start.elapsed().as_secs_f64());
-        drop(out);
-    }
+    let best = best_run_seconds(&mut session, m, k, reps)?;
     Ok(2.0 * (m * k * n) as f64 / best / 1e9)
 }
