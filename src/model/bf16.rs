@@ -46,14 +46,18 @@ pub fn fits(k: usize, n: usize) -> bool {
     k % ALIGN == 0 && n % ALIGN == 0 && k > 0 && n > 0
 }
 
+/// Where element `(kk, nn)` of a `[K, N]` matrix with `kb = K / 32` lies in the tile layout.
+fn tiled_index(kk: usize, nn: usize, kb: usize) -> usize {
+    let tile = (nn / 16) * kb + kk / ALIGN;
+    tile * 512 + ((kk % ALIGN) / 2) * 32 + (nn % 16) * 2 + kk % 2
+}
+
 /// Packs `w` (`[K, N]` row-major f32) into the tile layout, rounding to bf16.
 pub fn pack(w: &[f32], k: usize, n: usize, out: &mut [u16]) {
     let kb = k / ALIGN;
     for kk in 0..k {
         for nn in 0..n {
-            let tile = (nn / 16) * kb + kk / ALIGN;
-            let at = tile * 512 + ((kk % ALIGN) / 2) * 32 + (nn % 16) * 2 + kk % 2;
-            out[at] = to_bf16(w[kk * n + nn]);
+            out[tiled_index(kk, nn, kb)] = to_bf16(w[kk * n + nn]);
         }
     }
 }
@@ -66,8 +70,7 @@ pub fn unpack(packed: &[u16], k: usize, n: usize) -> Vec<f32> {
     let mut w = vec![0f32; k * n];
     for kk in 0..k {
         for nn in 0..n {
-            let tile = (nn / 16) * kb + kk / ALIGN;
-            w[kk * n + nn] = from_bf16(packed[tile * 512 + ((kk % ALIGN) / 2) * 32 + (nn % 16) * 2 + kk % 2]);
+            w[kk * n + nn] = from_bf16(packed[tiled_index(kk, nn, kb)]);
         }
     }
     w
